@@ -1,0 +1,70 @@
+"""Command line: ``python -m mbe fit ...`` regenerates neuron tables; ``python -m mbe tables`` checks them."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .tables import SHIPPED_DIR, TableKey, fit_tables, shipped_table_keys, verify_tables
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .functions import get_function
+
+    if args.all:
+        keys = shipped_table_keys()
+    elif args.functions:
+        keys = []
+        for fn in args.functions:
+            spec = get_function(fn)
+            for t in args.timesteps or [16]:
+                for n in args.n_basis or [spec.n_basis]:
+                    keys.append(TableKey(fn, n, t, args.recipe, not args.no_decay))
+    else:
+        print("name functions to fit (e.g. `python -m mbe fit gelu --timesteps 8 16`) or pass --all", file=sys.stderr)
+        return 2
+    rows = fit_tables(keys, args.out, seed=args.seed, progress=not args.quiet)
+    total = rows[-1]["total_seconds"] if rows else 0.0
+    for row in rows:
+        print(f"{row['table']:40s} mse={row['mse']:.3e}  {row['seconds']:6.1f}s")
+    print(f"fitted {len(rows)} table(s) in {total:.1f} s -> {args.out or SHIPPED_DIR}")
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    bad = 0
+    for name, status in verify_tables(args.dir):
+        if status != "ok":
+            bad += 1
+            print(f"FAIL {name}: {status}")
+        elif args.verbose:
+            print(f"ok   {name}")
+    print(f"{len(shipped_table_keys()) - bad} ok, {bad} missing/stale/corrupt")
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mbe", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="fit neuron tables (with a progress bar) and save them")
+    fit.add_argument("functions", nargs="*", help="registry names, e.g. gelu rsqrt")
+    fit.add_argument("--all", action="store_true", help="every table the package ships")
+    fit.add_argument("--n-basis", type=int, nargs="+", help="N values (default: the registry's)")
+    fit.add_argument("--timesteps", type=int, nargs="+", help="T values (default: 16)")
+    fit.add_argument("--recipe", default="best", choices=["best", "paper"])
+    fit.add_argument("--no-decay", action="store_true", help="constant kernels (the decay ablation)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--out", default=None, help=f"output folder (default: the package's {SHIPPED_DIR.name}/)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(run=_cmd_fit)
+
+    tables = sub.add_parser("tables", help="verify every shipped table (hash, recipe, domain)")
+    tables.add_argument("--dir", default=None)
+    tables.add_argument("-v", "--verbose", action="store_true")
+    tables.set_defaults(run=_cmd_tables)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)

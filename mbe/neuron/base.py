@@ -1,0 +1,165 @@
+"""What every spiking neuron module shares: input checks, domain clamping, statistics, dispatch.
+
+The dynamics themselves live in :mod:`mbe.neuron.functional`; subclasses only say how to turn
+their stored parameters into kernels ``d, r, vth [N, T]``, a readout ``weight [N]``, a ``bias`` and
+per-basis ``input_offset [N]``.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+from .functional import NeuronOutput, check_finite, clamp_to_domain, simulate
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+class DomainWarning(UserWarning):
+    """Inputs fell outside a neuron's fitted domain and were clamped."""
+
+
+@dataclass
+class NeuronStats:
+    """Running totals since construction or :meth:`SpikingNeuron.reset_stats`.
+
+    ``firing_rate = spikes / (elements * N * T)``.
+    """
+
+    calls: int = 0
+    elements: int = 0
+    spikes: int = 0
+    clamped: int = 0
+    n_basis: int = 1
+    timesteps: int = 1
+
+    @property
+    def firing_rate(self) -> float:
+        slots = self.elements * self.n_basis * self.timesteps
+        return self.spikes / slots if slots else 0.0
+
+    def as_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["firing_rate"] = self.firing_rate
+        return d
+
+
+def validate_domain(domain) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in domain)
+    except (TypeError, ValueError):
+        raise ValueError(f"domain must be a pair (low, high) of numbers, got {domain!r}") from None
+    if not (torch.isfinite(torch.tensor([lo, hi])).all() and lo < hi):
+        raise ValueError(f"domain must be finite with low < high, got ({lo}, {hi})")
+    return lo, hi
+
+
+def validate_counts(n_basis: int, timesteps: int) -> None:
+    for name, v, top in (("n_basis", n_basis, 64), ("timesteps", timesteps, 64)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+            raise ValueError(f"{name} must be an integer in [1, {top}], got {v!r}")
+
+
+class SpikingNeuron(nn.Module):
+    """Base class: a fitted neuron for one function on one input domain.
+
+    Calling the module checks the input is finite (``ValueError`` otherwise), clamps it into
+    ``domain`` (counting clamped elements and warning once per module, naming function and domain),
+    runs the dynamics and updates :attr:`stats`.
+
+    Args:
+        function: name of the approximated function (for messages and reports).
+        domain: ``(low, high)`` input interval the neuron was fitted on.
+        backend: ``"auto"`` (Triton for CUDA tensors when Triton is installed, else torch),
+            ``"torch"`` or ``"triton"``.
+    """
+
+    def __init__(self, function: str, domain, backend: str = "auto"):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.function = str(function)
+        self.domain = validate_domain(domain)
+        self.backend = backend
+        self._warned = False
+        self.stats = NeuronStats()
+
+    # --- subclasses provide these -------------------------------------------------------------
+    @property
+    def n_basis(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def timesteps(self) -> int:
+        raise NotImplementedError
+
+    def kernels(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(d, r, vth)``, each ``[N, T]``."""
+        raise NotImplementedError
+
+    def readout(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(weight [N], bias [], input_offset [N])``."""
+        raise NotImplementedError
+
+    # --- shared behaviour ---------------------------------------------------------------------
+    def reset_stats(self) -> None:
+        self.stats = NeuronStats(n_basis=self.n_basis, timesteps=self.timesteps)
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        check_finite(x, f"{type(self).__name__}({self.function!r})")
+        x, outside = clamp_to_domain(x, self.domain)
+        if outside:
+            self.stats.clamped += outside
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"{type(self).__name__}({self.function!r}): {outside} input(s) fell outside the "
+                    f"fitted domain {self.domain} and were clamped to it (counted in .stats.clamped; "
+                    f"this warning is shown once per neuron). Refit on a wider domain if they matter.",
+                    DomainWarning,
+                    stacklevel=3,
+                )
+        return x
+
+    def _use_triton(self, x: Tensor) -> bool:
+        if self.backend == "torch":
+            return False
+        if self.backend == "triton":
+            return True
+        from ..kernels import triton_available
+
+        return x.is_cuda and triton_available()
+
+    def run(self, x: Tensor, *, return_spikes: bool = False, return_counts: bool = True) -> NeuronOutput:
+        """Full simulation: decoded output and, on request, spike trains ``[N, T, ...]`` and counts ``[...]``."""
+        x = self._prepare(x)
+        d, r, vth = self.kernels()
+        weight, bias, offset = self.readout()
+        if self._use_triton(x) and not return_spikes:
+            from ..kernels import mbe_forward_triton
+
+            out, counts = mbe_forward_triton(x, d, r, vth, weight, bias, offset)
+            res = NeuronOutput(out, None, counts)
+        else:
+            res = simulate(
+                x, d, r, vth, weight, bias, offset, return_spikes=return_spikes, return_counts=True
+            )
+        self.stats.calls += 1
+        self.stats.elements += x.numel()
+        self.stats.spikes += int(res.spike_counts.sum())
+        self.stats.n_basis, self.stats.timesteps = self.n_basis, self.timesteps
+        if not return_counts:
+            res.spike_counts = None
+        return res
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Decoded output, shaped like ``x``."""
+        return self.run(x, return_counts=False).output
+
+    def extra_repr(self) -> str:
+        return (
+            f"function={self.function!r}, domain={self.domain}, n_basis={self.n_basis}, "
+            f"timesteps={self.timesteps}, backend={self.backend!r}"
+        )

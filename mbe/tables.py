@@ -1,0 +1,242 @@
+"""Fitted neuron tables: saved as JSON (never pickle), hashed, versioned, shipped in the package.
+
+A table file holds one fitted neuron: its parameters, the recipe and seed that made it, its MSE and
+fitting time, the library versions, and a SHA-256 of all of that. :func:`get_neuron` loads a shipped
+table in milliseconds; a missing, stale (recipe or domain changed since) or corrupt (unreadable,
+hash mismatch) table raises :class:`TableError` saying what, where, and the command that
+regenerates it (``python -m mbe fit ...``).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+import torch
+
+from .fitting import FitResult, get_recipe
+from .functions import PAPER_TABLE_X, get_function
+from .neuron.mbe import MBENeuron, MBEParameters
+
+FORMAT = "mbe-neuron-table"
+FORMAT_VERSION = 1
+SHIPPED_DIR = Path(__file__).parent / "tables"
+
+#: the functions whose tables ship with the package (user-registered ones are fitted on demand)
+BUILTIN_FUNCTIONS = ("gelu", "gelu_tanh", "tanh", "silu", "sigmoid", "exp2", "reciprocal", "rsqrt", "identity")
+SHIPPED_TIMESTEPS = (8, 10, 12, 16)
+TABLE_X_BASES = (1, 2, 4, 6, 8)
+
+
+class TableError(RuntimeError):
+    """A neuron table is missing, stale or corrupt; the message says how to regenerate it."""
+
+
+@dataclass(frozen=True)
+class TableKey:
+    """What identifies a fitted table."""
+
+    function: str
+    n_basis: int
+    timesteps: int
+    recipe: str = "best"
+    decay: bool = True
+
+    @property
+    def filename(self) -> str:
+        return f"{self.function}-N{self.n_basis}-T{self.timesteps}-{self.recipe}{'' if self.decay else '-nodecay'}.json"
+
+    def fit_command(self) -> str:
+        cmd = f"python -m mbe fit {self.function} --n-basis {self.n_basis} --timesteps {self.timesteps} --recipe {self.recipe}"
+        return cmd + ("" if self.decay else " --no-decay")
+
+
+def shipped_table_keys() -> list[TableKey]:
+    """Every table the package ships: each built-in at its paper N for T in {8, 10, 12, 16}; the four
+    Table X functions for N in {1, 2, 4, 6, 8} at T=16 under both recipes, and N=8 without decay."""
+    keys: list[TableKey] = []
+    for fn in BUILTIN_FUNCTIONS:
+        for t in SHIPPED_TIMESTEPS:
+            keys.append(TableKey(fn, get_function(fn).n_basis, t))
+    for fn in PAPER_TABLE_X:
+        for recipe in ("best", "paper"):
+            for n in TABLE_X_BASES:
+                keys.append(TableKey(fn, n, 16, recipe))
+            keys.append(TableKey(fn, 8, 16, recipe, decay=False))
+    return list(dict.fromkeys(keys))
+
+
+def _recipe_record(key: TableKey) -> dict:
+    rec = get_recipe(key.recipe).as_dict()
+    rec["decay"] = key.decay
+    return rec
+
+
+def _digest(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def table_record(result: FitResult) -> dict:
+    """The JSON-ready record of a fit (hash included)."""
+    neuron = result.neuron
+    if not isinstance(neuron, MBENeuron):
+        raise TypeError("only MBE neuron fits are stored as tables")
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "function": neuron.function,
+        "domain": list(neuron.domain),
+        "n_basis": neuron.n_basis,
+        "timesteps": neuron.timesteps,
+        "decay": bool(result.recipe.decay),
+        "recipe": result.recipe.as_dict(),
+        "seed": result.seed,
+        "params": neuron.parameters_record().to_dict(),
+        "metrics": {"mse": result.mse, "train_mse": result.train_mse, "eval_points": 10_000,
+                    "fit_seconds": round(result.seconds, 3)},
+        "created_with": {"mbe": _version(), "torch": torch.__version__.split("+")[0]},
+    }
+    record["sha256"] = _digest(record)
+    return record
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def save_table(result: FitResult, directory: Union[str, Path, None] = None) -> Path:
+    """Write a fit as ``<function>-N<n>-T<t>-<recipe>[-nodecay].json`` under ``directory``."""
+    directory = Path(directory) if directory is not None else SHIPPED_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    record = table_record(result)
+    key = TableKey(record["function"], record["n_basis"], record["timesteps"], result.recipe.name, record["decay"])
+    path = directory / key.filename
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    _load_record.cache_clear()
+    return path
+
+
+@functools.lru_cache(maxsize=512)
+def _load_record(path_str: str, mtime_ns: int) -> dict:
+    path = Path(path_str)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TableError(f"neuron table {path} is unreadable ({exc}); it is corrupt") from None
+    return record
+
+
+def load_table(key: TableKey, directory: Union[str, Path, None] = None, *, check_stale: bool = True) -> dict:
+    """Read and verify one table record; raise :class:`TableError` when missing, corrupt or stale."""
+    directory = Path(directory) if directory is not None else SHIPPED_DIR
+    path = directory / key.filename
+    regen = f"Regenerate it with: {key.fit_command()}" + ("" if directory == SHIPPED_DIR else f" --out {directory}")
+    if not path.is_file():
+        have = sorted(p.name for p in directory.glob(f"{key.function}-*.json")) if directory.is_dir() else []
+        raise TableError(
+            f"no fitted table for {key.function!r} with N={key.n_basis}, T={key.timesteps}, recipe "
+            f"{key.recipe!r}{'' if key.decay else ', no decay'}: {path} does not exist. "
+            f"Tables present for {key.function!r}: {have or 'none'}. {regen}"
+        )
+    try:
+        record = _load_record(str(path), path.stat().st_mtime_ns)
+    except TableError as exc:
+        raise TableError(f"{exc}. {regen}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise TableError(f"{path} is not an mbe neuron table (corrupt). {regen}")
+    if record.get("sha256") != _digest(record):
+        raise TableError(f"{path} fails its SHA-256 check: the file was altered or damaged (corrupt). {regen}")
+    if check_stale:
+        problems = []
+        if record.get("format_version") != FORMAT_VERSION:
+            problems.append(f"format version {record.get('format_version')} != {FORMAT_VERSION}")
+        if record.get("recipe") != _recipe_record(key):
+            problems.append(f"recipe {key.recipe!r} changed since the table was fitted")
+        try:
+            spec_domain = list(get_function(key.function).domain)
+        except KeyError:
+            spec_domain = record.get("domain")
+        if record.get("domain") != spec_domain:
+            problems.append(f"domain {record.get('domain')} != registry domain {spec_domain}")
+        if problems:
+            raise TableError(f"{path} is stale: {'; '.join(problems)}. {regen}")
+    return record
+
+
+def get_neuron(function: str, n_basis: Optional[int] = None, timesteps: int = 16, *, recipe: str = "best",
+               decay: bool = True, device=None, dtype=None, directory=None, backend: str = "auto") -> MBENeuron:
+    """A ready MBE neuron from a fitted table (no refit; milliseconds).
+
+    Args:
+        function: registry name, e.g. ``"gelu"``.
+        n_basis: N; defaults to the registry's paper value.
+        timesteps: T.
+        recipe: ``"best"`` or ``"paper"``.
+        decay: ``False`` for the no-decay ablation tables.
+        device, dtype: where the neuron's buffers go.
+        directory: table folder (default: the tables shipped in the package).
+    Raises:
+        TableError: the table is missing, stale or corrupt (the message gives the fix).
+    """
+    if n_basis is None:
+        n_basis = get_function(function).n_basis
+    key = TableKey(function, int(n_basis), int(timesteps), recipe, bool(decay))
+    record = load_table(key, directory)
+    params = MBEParameters.from_dict(record["params"])
+    neuron = MBENeuron(params, record["timesteps"], function=record["function"], domain=record["domain"],
+                       backend=backend)
+    if device is not None or dtype is not None:
+        neuron = neuron.to(device=device, dtype=dtype)
+    return neuron
+
+
+def fit_tables(keys: Iterable[TableKey], directory=None, *, seed: int = 0, progress: bool = True) -> list[dict]:
+    """Fit and save the given tables; returns one summary row per table (for timing reports)."""
+    from .fitting import fit_neuron
+
+    keys = list(keys)
+    rows = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(keys), desc="fitting neuron tables", unit="table")
+    start = time.perf_counter()
+    for key in keys:
+        if bar is not None:
+            bar.set_postfix_str(key.filename)
+        res = fit_neuron(key.function, n_basis=key.n_basis, timesteps=key.timesteps, recipe=key.recipe,
+                         seed=seed, decay=key.decay)
+        path = save_table(res, directory)
+        rows.append({"table": path.name, "function": key.function, "n_basis": key.n_basis,
+                     "timesteps": key.timesteps, "recipe": key.recipe, "decay": key.decay,
+                     "mse": res.mse, "seconds": res.seconds})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    total = time.perf_counter() - start
+    for row in rows:
+        row["total_seconds"] = total
+    return rows
+
+
+def verify_tables(directory=None) -> list[tuple[str, str]]:
+    """Check every shipped key: ``[(filename, "ok" | error message)]``."""
+    out = []
+    for key in shipped_table_keys():
+        try:
+            load_table(key, directory)
+            out.append((key.filename, "ok"))
+        except TableError as exc:
+            out.append((key.filename, str(exc)))
+    return out

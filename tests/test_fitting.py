@@ -1,0 +1,114 @@
+"""Fitting: determinism, recipes, switches, FS baseline, user-registered functions."""
+import pytest
+import torch
+
+import mbe
+from mbe.fitting import RECIPES, FitRecipe
+
+
+def quick(**kw):
+    base = dict(timesteps=8, seed=3, epochs=20, samples=2000)
+    base.update(kw)
+    return base
+
+
+def test_fit_is_deterministic_for_a_seed():
+    a = mbe.fit_neuron("exp2", n_basis=2, **quick())
+    b = mbe.fit_neuron("exp2", n_basis=2, **quick())
+    for name in ("tau_d", "tau_r", "tau_vth", "weight", "input_offset", "bias"):
+        assert torch.equal(getattr(a.neuron, name), getattr(b.neuron, name))
+    assert a.mse == b.mse
+
+
+def test_different_seeds_differ():
+    a = mbe.fit_neuron("exp2", n_basis=2, **quick(seed=1))
+    b = mbe.fit_neuron("exp2", n_basis=2, **quick(seed=2))
+    assert not torch.equal(a.neuron.weight, b.neuron.weight)
+
+
+def test_best_recipe_beats_paper_recipe_on_reciprocal():
+    best = mbe.fit_neuron("reciprocal", n_basis=4, **quick())
+    paper = mbe.fit_neuron("reciprocal", n_basis=4, recipe="paper", **quick())
+    assert best.mse < paper.mse / 10
+
+
+def test_paper_recipe_has_no_additions():
+    p = RECIPES["paper"]
+    assert (p.lr, p.epochs, p.lr_decay, p.samples) == (0.01, 200, 0.99, 10_000)
+    assert (p.input_shift, p.per_basis_levels, p.output_bias, p.least_squares, p.init) == (
+        "none", False, False, False, "halving")
+    res = mbe.fit_neuron("gelu", n_basis=3, recipe="paper", **quick())
+    n = res.neuron
+    assert float(n.bias) == 0.0 and bool((n.input_offset == 0).all())
+    assert torch.equal(n.alpha_r, n.alpha_r[:1].expand(3)) and torch.equal(n.alpha_vth, n.alpha_r)
+
+
+def test_each_switch_changes_the_fit():
+    """Switches are real: turning each one off changes the result (and the least squares pays off)."""
+    on = mbe.fit_neuron("rsqrt", n_basis=3, **quick())
+    no_ls = mbe.fit_neuron("rsqrt", n_basis=3, **quick(least_squares=False))
+    no_levels = mbe.fit_neuron("rsqrt", n_basis=3, **quick(per_basis_levels=False))
+    no_bias = mbe.fit_neuron("rsqrt", n_basis=3, **quick(output_bias=False))
+    assert on.mse < no_ls.mse
+    assert float(no_bias.neuron.bias) == 0.0
+    assert torch.equal(no_levels.neuron.alpha_r, no_levels.neuron.alpha_r[:1].expand(3))
+    assert len({on.mse, no_ls.mse, no_levels.mse, no_bias.mse}) == 4
+
+
+def test_no_decay_gives_constant_kernels_and_is_worse():
+    dec = mbe.fit_neuron("gelu", n_basis=4, **quick(timesteps=16))
+    flat = mbe.fit_neuron("gelu", n_basis=4, **quick(timesteps=16, decay=False))
+    d, r, vth = flat.neuron.kernels()
+    assert torch.equal(d, d[:, :1].expand_as(d)) and torch.equal(vth, vth[:, :1].expand_as(vth))
+    assert flat.mse > 10 * dec.mse
+
+
+def test_invalid_recipe_values():
+    with pytest.raises(ValueError, match="recipe"):
+        mbe.fit_neuron("gelu", recipe="fancy")
+    with pytest.raises(ValueError, match="init"):
+        FitRecipe(init="zeros")
+    with pytest.raises(ValueError, match="ramps"):
+        FitRecipe(init="ramps", input_shift="none")
+
+
+def test_target_not_finite_on_domain_raises():
+    with pytest.raises(ValueError, match="not finite"):
+        mbe.fit_neuron(torch.reciprocal, domain=(-1.0, 1.0), n_basis=2, **quick())
+
+
+def test_callable_target_needs_domain():
+    with pytest.raises(ValueError, match="domain"):
+        mbe.fit_neuron(torch.sin, n_basis=2)
+
+
+def test_register_and_fit_a_user_function():
+    spec = mbe.register_function("softplus_test", torch.nn.functional.softplus, (-6.0, 6.0), n_basis=3,
+                                 overwrite=True)
+    assert "softplus_test" in mbe.list_functions()
+    res = mbe.fit_neuron("softplus_test", **quick())
+    assert res.neuron.n_basis == 3 and res.neuron.domain == (-6.0, 6.0)
+    assert res.mse < 1e-2
+    with pytest.raises(ValueError, match="already registered"):
+        mbe.register_function("softplus_test", torch.sin, (0, 1))
+    with pytest.raises(ValueError, match="finite"):
+        mbe.register_function("bad_test", torch.log, (-1.0, 1.0))
+    assert spec.name == "softplus_test"
+
+
+def test_unknown_function_lists_registered():
+    with pytest.raises(KeyError, match="gelu"):
+        mbe.get_function("nope")
+
+
+def test_fs_binary_init_beats_random_on_relu():
+    relu = torch.relu
+    binary = mbe.fit_fs_neuron(relu, domain=(-1.0, 1.0), timesteps=8, init="binary", recipe="paper", epochs=50)
+    random = mbe.fit_fs_neuron(relu, domain=(-1.0, 1.0), timesteps=8, init="random", recipe="paper", epochs=50)
+    assert binary.mse < random.mse
+    assert binary.neuron.num_values() == 24
+
+
+def test_surrogate_phase_never_returns_worse_than_its_start():
+    res = mbe.fit_neuron("tanh", n_basis=2, **quick())
+    assert res.train_mse <= res.history[0]

@@ -1,0 +1,192 @@
+"""The pure dynamics and the neuron modules."""
+import math
+import warnings
+
+import pytest
+import torch
+
+import mbe
+from mbe.neuron.functional import SigmoidSurrogate, exponential_kernel, simulate
+
+
+def hand_loop(xs, d, r, vth, w, b, c):
+    """The MBE equations written out per element, per basis, per step, in Python floats."""
+    outs, counts = [], []
+    for x in xs:
+        out, count = b, 0
+        os_ = []
+        for n in range(len(w)):
+            u, o = x - c[n], 0.0
+            for t in range(len(d[n])):
+                s = 1.0 if u >= vth[n][t] else 0.0
+                u = u - r[n][t] * s
+                o = o + d[n][t] * s
+                count += int(s)
+            os_.append(o)
+        for n in range(len(w)):
+            out = out + w[n] * os_[n]
+        outs.append(out)
+        counts.append(count)
+    return outs, counts
+
+
+def random_kernels(n, t, gen, dtype=torch.float64):
+    alpha = torch.rand(n, generator=gen, dtype=dtype) + 0.5
+    tau = torch.rand(n, generator=gen, dtype=dtype) + 0.5
+    dt = torch.rand(n, generator=gen, dtype=dtype) + 0.2
+    return [exponential_kernel(alpha * s, tau * s2, dt, t) for s, s2 in ((1.0, 1.0), (1.3, 0.9), (0.8, 1.1))]
+
+
+def test_simulate_equals_hand_written_loop_exactly():
+    gen = torch.Generator().manual_seed(0)
+    n, t = 3, 7
+    d, r, vth = random_kernels(n, t, gen)
+    w = torch.randn(n, generator=gen, dtype=torch.float64)
+    c = torch.randn(n, generator=gen, dtype=torch.float64) * 0.3
+    b = 0.25
+    x = torch.randn(200, generator=gen, dtype=torch.float64) * 2
+    res = simulate(x, d, r, vth, w, b, c, return_counts=True)
+    ref, counts = hand_loop(x.tolist(), d.tolist(), r.tolist(), vth.tolist(), w.tolist(), b, c.tolist())
+    assert torch.equal(res.output, torch.tensor(ref, dtype=torch.float64))
+    assert torch.equal(res.spike_counts, torch.tensor(counts, dtype=torch.float64))
+
+
+def test_kernel_is_paper_eq4():
+    alpha, tau, dt = torch.tensor([2.0]), torch.tensor([0.5]), torch.tensor([0.1])
+    k = exponential_kernel(alpha, tau, dt, 5)
+    expected = [2.0 * math.exp(-i * 0.1 / 0.5) for i in range(5)]
+    assert torch.allclose(k[0], torch.tensor(expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize("timesteps", [4, 8, 16])
+def test_halving_basis_is_a_t_bit_quantiser(timesteps):
+    level = 3.0  # leading threshold A: codes [0, 2A) with step A / 2^(T-1)
+    halves = level * torch.pow(2.0, -torch.arange(timesteps, dtype=torch.float64))[None]
+    x = torch.linspace(0, 2 * level, 5001, dtype=torch.float64)[:-1]
+    out = simulate(x, halves, halves, halves, torch.ones(1, dtype=torch.float64)).output
+    step = level / 2 ** (timesteps - 1)
+    err = x - out
+    assert bool((err >= 0).all()) and bool((err < step).all())
+    assert torch.equal(out, torch.floor(x / step) * step)
+
+
+def test_spike_trains_and_counts_shapes_and_consistency():
+    neuron = mbe.get_neuron("gelu", n_basis=4, timesteps=16)
+    x = torch.randn(2, 3, 5) * 3
+    res = neuron.run(x, return_spikes=True)
+    assert res.output.shape == x.shape
+    assert res.spikes.shape == (4, 16, 2, 3, 5)
+    assert set(res.spikes.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(res.spikes.sum((0, 1)), res.spike_counts)
+    # output decodes from the spikes: b + sum_n w_n sum_t d_n[t] s_n[t]
+    d, _, _ = neuron.kernels()
+    o = torch.einsum("nt,nt...->n...", d, res.spikes)
+    decoded = neuron.bias + sum(neuron.weight[n] * o[n] for n in range(4))
+    assert torch.allclose(decoded, res.output, atol=1e-5)
+
+
+def test_module_is_stateless_between_calls():
+    neuron = mbe.get_neuron("silu", timesteps=8)
+    x = torch.randn(64)
+    assert torch.equal(neuron(x), neuron(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_follows_to(dtype):
+    neuron = mbe.get_neuron("tanh", timesteps=16).to(dtype=dtype)
+    assert neuron.weight.dtype == dtype and neuron.tau_d.dtype == dtype
+    y = neuron(torch.linspace(-3, 3, 50, dtype=dtype))
+    assert y.dtype == dtype
+    assert torch.allclose(y.double(), torch.tanh(torch.linspace(-3, 3, 50, dtype=torch.float64)), atol=0.02)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_device_matches_cpu():
+    neuron = mbe.get_neuron("gelu", timesteps=16)
+    x = torch.randn(1000) * 4
+    cpu = neuron(x)
+    gpu = neuron.to("cuda")(x.cuda())
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-5)
+
+
+def test_buffers_move_with_to_meta_device():
+    neuron = mbe.get_neuron("gelu", timesteps=16).to("meta")
+    assert neuron.weight.device.type == "meta"
+
+
+def test_gradients_flow_through_the_surrogate():
+    gen = torch.Generator().manual_seed(1)
+    d, r, vth = (k.float().requires_grad_(True) for k in random_kernels(2, 6, gen))
+    w = torch.ones(2, requires_grad=True)
+    c = torch.zeros(2, requires_grad=True)
+    x = torch.rand(500, generator=gen) * 3
+    out = simulate(x, d, r, vth, w, 0.0, c, spike_fn=SigmoidSurrogate(4.0)).output
+    loss = ((out - torch.sin(x)) ** 2).mean()
+    loss.backward()
+    for g in (d.grad, r.grad, vth.grad, w.grad, c.grad):
+        assert g is not None and bool(torch.isfinite(g).all()) and float(g.abs().sum()) > 0
+
+
+def test_heaviside_gives_no_gradient_path():
+    x = torch.rand(10)
+    vth = torch.ones(1, 3, requires_grad=True)
+    out = simulate(x, torch.ones(1, 3), torch.ones(1, 3), vth, torch.ones(1)).output
+    assert not out.requires_grad
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_input_raises(bad):
+    neuron = mbe.get_neuron("gelu", timesteps=16)
+    x = torch.zeros(10)
+    x[3] = bad
+    with pytest.raises(ValueError, match="non-finite"):
+        neuron(x)
+
+
+def test_integer_input_raises_type_error():
+    with pytest.raises(TypeError, match="floating-point"):
+        mbe.get_neuron("gelu", timesteps=16)(torch.arange(5))
+
+
+def test_out_of_domain_is_clamped_counted_and_warned_once():
+    neuron = mbe.get_neuron("exp2", timesteps=16)  # domain [0, 1]
+    x = torch.tensor([-0.5, 0.25, 1.5, 3.0])
+    with pytest.warns(mbe.DomainWarning, match=r"exp2.*\(0\.0, 1\.0\)"):
+        y = neuron(x)
+    assert neuron.stats.clamped == 3
+    assert torch.allclose(y, neuron(torch.tensor([0.0, 0.25, 1.0, 1.0])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        neuron(x)  # second time: counted, not warned
+    assert neuron.stats.clamped == 9
+
+
+def test_stats_firing_rate():
+    neuron = mbe.get_neuron("rsqrt", timesteps=16)
+    neuron.reset_stats()
+    x = torch.linspace(0.5, 2, 100)
+    res = neuron.run(x)
+    assert neuron.stats.elements == 100 and neuron.stats.calls == 1
+    assert neuron.stats.spikes == int(res.spike_counts.sum())
+    assert 0 < neuron.stats.firing_rate == neuron.stats.spikes / (100 * neuron.n_basis * 16) <= 1
+
+
+@pytest.mark.parametrize("n,t", [(0, 16), (4, 0), (4, 65), (2.5, 16), (True, 8)])
+def test_invalid_counts_raise(n, t):
+    with pytest.raises(ValueError):
+        mbe.fit_neuron("gelu", n_basis=n, timesteps=t, epochs=1)
+
+
+@pytest.mark.parametrize("domain", [(1.0, 1.0), (2.0, 1.0), (float("nan"), 1.0), (0.0, float("inf")), "ab", (1,)])
+def test_invalid_domain_raises(domain):
+    with pytest.raises(ValueError):
+        mbe.fit_neuron("gelu", domain=domain, n_basis=2, timesteps=4, epochs=1)
+
+
+def test_fs_neuron_binary_init_is_quantiser_and_counts_3t():
+    p = mbe.FSParameters.binary(8, in_range=4.0, out_range=4.0)
+    neuron = mbe.FSNeuron(p, function="identity", domain=(0.0, 3.99))
+    x = torch.linspace(0, 3.99, 300)
+    err = x - neuron(x)
+    assert bool((err >= -1e-6).all()) and bool((err < 4.0 / 2 ** 8 + 1e-6).all())
+    assert neuron.num_values() == 24
