@@ -1,4 +1,4 @@
-"""Command line: ``python -m mbe fit ...`` regenerates neuron tables; ``python -m mbe tables`` checks them."""
+"""Command line: ``fit`` regenerates neuron tables, ``tables`` checks them, ``reproduce`` runs the notebooks."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +42,20 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import NotebookFailed, run_notebooks
+
+    try:
+        rows = run_notebooks(args.profile, args.notebooks, args.results, args.figures, args.only)
+    except NotebookFailed as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    for row in rows:
+        print(f"{row['notebook']:32s} {row['seconds']:8.1f} s")
+    print(f"profile {args.profile}: {len(rows)} notebook(s) ran; CSVs in {args.results}/, figures in {args.figures}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mbe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--dir", default=None)
     tables.add_argument("-v", "--verbose", action="store_true")
     tables.set_defaults(run=_cmd_tables)
+
+    rep = sub.add_parser("reproduce", help="run the notebook suite with papermill")
+    rep.add_argument("--profile", default="default", choices=["smoke", "default"])
+    rep.add_argument("--notebooks", default="notebooks")
+    rep.add_argument("--results", default="results")
+    rep.add_argument("--figures", default="figures")
+    rep.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 01")
+    rep.set_defaults(run=_cmd_reproduce)
     return parser
 
 

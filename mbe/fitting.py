@@ -192,10 +192,11 @@ class _MBEFitState:
         self.log_dt = torch.zeros(n, **f64).requires_grad_(recipe.decay)
         shared = not recipe.per_basis_levels
         lvl = levels[:1] if shared else levels
-        self.log_level_r = torch.log(lvl / self.width).clone().requires_grad_(True)
-        self.log_level_vth = torch.log(lvl / self.width).clone().requires_grad_(True)
+        # the paper's alpha is a fixed constant; per-basis levels are the project's learnable addition
+        self.log_level_r = torch.log(lvl / self.width).clone().requires_grad_(recipe.per_basis_levels)
+        self.log_level_vth = torch.log(lvl / self.width).clone().requires_grad_(recipe.per_basis_levels)
         od = out_level[:1] if shared else out_level
-        self.log_level_d = torch.log(od).clone().requires_grad_(not recipe.least_squares)
+        self.log_level_d = torch.log(od).clone().requires_grad_(recipe.per_basis_levels and not recipe.least_squares)
         self.offset = ((offsets - lo) / self.width).clone().requires_grad_(recipe.input_shift == "per_basis")
         self.weight = weight.clone().requires_grad_(not recipe.least_squares)
         self.bias = torch.tensor(float(bias), **f64).requires_grad_(recipe.output_bias and not recipe.least_squares)
@@ -374,7 +375,7 @@ def fit_neuron(target, domain=None, n_basis: Optional[int] = None, timesteps: in
                              out_level=levels.clone(), weight=torch.ones(n_basis, dtype=torch.float64),
                              bias=0.0, tau_jitter=torch.zeros(n_basis, dtype=torch.float64))
     else:
-        alpha = float(y.abs().max().clamp_min(1e-6))
+        alpha = float(fn(evaluation_grid(domain, 10_001, torch.float64)).double().abs().max().clamp_min(1e-6))
         offsets = torch.full((n_basis,), lo if rec.input_shift == "per_basis" else 0.0, dtype=torch.float64)
         levels = torch.full((n_basis,), alpha, dtype=torch.float64)
         state = _MBEFitState(n_basis, timesteps, domain, rec, offsets=offsets, levels=levels,

@@ -40,7 +40,9 @@ def test_paper_recipe_has_no_additions():
     res = mbe.fit_neuron("gelu", n_basis=3, recipe="paper", **quick())
     n = res.neuron
     assert float(n.bias) == 0.0 and bool((n.input_offset == 0).all())
-    assert torch.equal(n.alpha_r, n.alpha_r[:1].expand(3)) and torch.equal(n.alpha_vth, n.alpha_r)
+    alpha = float(torch.nn.functional.gelu(torch.tensor(10.0, dtype=torch.float64)))  # the target's max
+    for level in (n.alpha_r, n.alpha_vth, n.alpha_d):  # one shared, fixed alpha
+        assert torch.allclose(level, torch.full((3,), alpha))
 
 
 def test_each_switch_changes_the_fit():
@@ -74,7 +76,7 @@ def test_invalid_recipe_values():
 
 def test_target_not_finite_on_domain_raises():
     with pytest.raises(ValueError, match="not finite"):
-        mbe.fit_neuron(torch.reciprocal, domain=(-1.0, 1.0), n_basis=2, **quick())
+        mbe.fit_neuron(torch.log, domain=(-1.0, 1.0), n_basis=2, **quick())
 
 
 def test_callable_target_needs_domain():

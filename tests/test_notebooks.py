@@ -1,0 +1,58 @@
+"""The notebook suite in its smoke profile, run by papermill through the CLI, and its CSVs checked."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mbe", "reproduce", "--profile", "smoke", "--results", str(out / "results"),
+         "--figures", str(out / "figures")],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def test_approximation_notebook_writes_table_x(smoke_run):
+    df = pd.read_csv(smoke_run / "results" / "table_x.csv")
+    required = {"function", "n_basis", "timesteps", "decay", "recipe", "mse", "paper_mse", "ratio"}
+    assert required <= set(df.columns)
+    assert len(df) == 4 * 2 * 6  # 4 functions x 2 recipes x (5 N values + no-decay)
+    assert all(math.isfinite(v) and v >= 0 for v in df.mse)
+    best = df[(df.recipe == "best") & df.decay]
+    assert (best.ratio <= 1).all(), best[best.ratio > 1]
+    for fn, grp in best.groupby("function"):  # more bases never much worse than one
+        assert grp[grp.n_basis == 8].mse.iloc[0] < grp[grp.n_basis == 1].mse.iloc[0], fn
+
+
+def test_approximation_notebook_writes_other_tables_and_figures(smoke_run):
+    vii = pd.read_csv(smoke_run / "results" / "table_vii.csv")
+    assert len(vii) == 3 and vii.mse.map(math.isfinite).all()
+    fs = pd.read_csv(smoke_run / "results" / "fs_vs_mbe.csv")
+    assert {"function", "neuron", "stored_values", "mse", "mse_near_zero"} <= set(fs.columns)
+    assert len(fs) == 16
+    abl = pd.read_csv(smoke_run / "results" / "decay_ablation.csv")
+    assert (abl[abl.recipe == "best"].times_worse > 1).all()
+    for name in ("table_x_mse_vs_n.png", "fs_vs_mbe_curves.png"):
+        assert (smoke_run / "figures" / name).stat().st_size > 10_000
+    assert (smoke_run / "results" / "executed" / "01_approximation.ipynb").exists()
+
+
+def test_source_notebooks_carry_no_outputs():
+    import json
+
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        cells = json.loads(path.read_text())["cells"]
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                assert not cell.get("outputs") and not cell.get("execution_count"), path.name
+        assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), path.name
