@@ -435,9 +435,9 @@ def fit_fs_neuron(target, domain=None, timesteps: int = 16, *, init: str = "bina
                   eval_points: int = 10_000, **overrides) -> FitResult:
     """Fit the Few-Spikes baseline (3T free values) with the same loss, optimiser and budget.
 
-    ``init``: ``"binary"`` (halving, the good one) or ``"random"``. Under the ``best`` recipe the
-    input is shifted by the domain's low end, and ``d`` and the bias are solved by least squares
-    (``d`` is the FS readout); under ``paper`` only gradients are used and there is no shift or bias.
+    ``init``: ``"binary"`` (halving, the good one) or ``"random"``. The membrane starts at ``x``
+    (no shift). Under the ``best`` recipe ``d`` (the FS readout) and an output bias are solved by
+    least squares between gradient steps; under ``paper`` only gradients are used and there is no bias.
     """
     name, fn, domain = _resolve_target(target, domain)
     validate_counts(1, timesteps)
@@ -450,15 +450,16 @@ def fit_fs_neuron(target, domain=None, timesteps: int = 16, *, init: str = "bina
     x = lo + (hi - lo) * torch.rand(rec.samples, generator=gen, dtype=torch.float64)
     y = fn(x).double()
     xf = x.float()
-    shift = rec.input_shift == "per_basis"
-    offset = lo if shift else 0.0
-    in_range = (hi - lo) if shift else max(abs(lo), abs(hi))
-    out_range = float(y.max() - y.min()) if shift else float(y.abs().max())
+    # u[0] = x as in Stoeckl & Maass: the sign cut-off (a negative membrane never fires) is where FS
+    # gets its ReLU-like shape; shifting the input into range would leave it a linear code of x.
+    offset = 0.0
+    in_range = max(abs(lo), abs(hi))
+    out_range = float(y.abs().max())
     make = FSParameters.binary if init == "binary" else FSParameters.random
     kw = {"generator": gen} if init == "random" else {}
     p0 = make(timesteps, in_range, out_range, input_offset=offset, **kw)
     raw = {k: getattr(p0, k).double().clone().requires_grad_(True) for k in ("d", "r", "vth")}
-    bias = torch.tensor(float(y.min()) if shift else 0.0, dtype=torch.float64)
+    bias = torch.tensor(0.0, dtype=torch.float64)
     if rec.output_bias and not rec.least_squares:
         bias.requires_grad_(True)
     if rec.least_squares:

@@ -32,7 +32,7 @@ def plot_table_x(table: pd.DataFrame):
 
 
 def plot_curves(curves: pd.DataFrame, functions, zoom: dict | None = None):
-    """For each function: target and approximations (left), signed error (right)."""
+    """For each function: target and approximations (left), absolute error on a log scale (right)."""
     sns.set_theme(style="whitegrid")
     functions = list(functions)
     fig, axes = plt.subplots(len(functions), 2, figsize=(11, 2.8 * len(functions)), squeeze=False)
@@ -46,10 +46,10 @@ def plot_curves(curves: pd.DataFrame, functions, zoom: dict | None = None):
         ax_f.plot(first.x, first.target, color="black", lw=2.5, alpha=0.35, label="target")
         for label, grp in sub.groupby("neuron", sort=False):
             ax_f.plot(grp.x, grp.output, lw=1, label=label)
-            ax_e.plot(grp.x, grp.error, lw=1, label=label)
+            ax_e.plot(grp.x, grp.error.abs().clip(lower=1e-9), lw=1, label=label)
         ax_f.set_title(f"{fn}: approximation")
-        ax_e.set_title(f"{fn}: error (output - target)")
-        ax_e.set_yscale("symlog", linthresh=1e-4)
+        ax_e.set_title(f"{fn}: absolute error |output - target|")
+        ax_e.set_yscale("log")
         ax_f.legend(fontsize=7)
     fig.tight_layout()
     return fig
