@@ -6,6 +6,8 @@ run with its name and the failing cell.
 """
 from __future__ import annotations
 
+import os
+
 import time
 from pathlib import Path
 
@@ -37,8 +39,10 @@ def run_notebooks(profile: str = "default", notebooks_dir="notebooks", results_d
         start = time.perf_counter()
         try:
             pm.execute_notebook(
-                str(book), str(executed / book.name), cwd=str(nb_dir),
-                parameters={"profile": profile, "results_dir": str(results), "figures_dir": str(figures)},
+                str(book), os.path.relpath(executed / book.name), cwd=str(nb_dir),
+                # relative to the notebook's folder, so executed copies carry no machine-specific paths
+                parameters={"profile": profile, "results_dir": os.path.relpath(results, nb_dir.resolve()),
+                            "figures_dir": os.path.relpath(figures, nb_dir.resolve())},
                 progress_bar=False, kernel_name="python3",
             )
         except pm.PapermillExecutionError as exc:
