@@ -61,6 +61,22 @@ def table_x(functions: Sequence[str] = tuple(PAPER_TABLE_X), bases: Sequence[int
     return pd.DataFrame(rows)
 
 
+def timestep_sweep(functions: Sequence[str] = ("gelu", "gelu_tanh", "silu", "tanh", "exp2", "reciprocal", "rsqrt"),
+                   timesteps: Sequence[int] = (8, 10, 12, 16)) -> pd.DataFrame:
+    """Shipped tables (paper N, best recipe) by T: MSE on the fitted domain and, for the activations,
+    on :data:`ACTIVE_RANGE` where real inputs live."""
+    rows = []
+    for fn in functions:
+        spec = get_function(fn)
+        for t in timesteps:
+            neuron = get_neuron(fn, timesteps=t)
+            active = fn in ("gelu", "gelu_tanh", "silu", "tanh")
+            rows.append({"function": fn, "n_basis": spec.n_basis, "timesteps": t, "domain": str(spec.domain),
+                         "mse": neuron_mse(neuron, spec.fn),
+                         "mse_active": neuron_mse(neuron, spec.fn, ACTIVE_RANGE) if active else float("nan")})
+    return pd.DataFrame(rows)
+
+
 def decay_ablation(table: pd.DataFrame) -> pd.DataFrame:
     """How much worse the no-decay neuron is, per function and recipe, at the no-decay N."""
     flat = table[~table.decay]
