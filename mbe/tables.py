@@ -29,6 +29,7 @@ SHIPPED_DIR = Path(__file__).parent / "tables"
 #: the functions whose tables ship with the package (user-registered ones are fitted on demand)
 BUILTIN_FUNCTIONS = ("gelu", "gelu_tanh", "tanh", "silu", "sigmoid", "exp2", "reciprocal", "rsqrt", "identity")
 SHIPPED_TIMESTEPS = (8, 10, 12, 16)
+ACTIVATIONS_WIDE = ("gelu", "gelu_tanh", "silu", "tanh", "sigmoid")
 TABLE_X_BASES = (1, 2, 4, 6, 8)
 
 
@@ -56,12 +57,16 @@ class TableKey:
 
 
 def shipped_table_keys() -> list[TableKey]:
-    """Every table the package ships: each built-in at its paper N for T in {8, 10, 12, 16}; the four
-    Table X functions for N in {1, 2, 4, 6, 8} at T=16 under both recipes, and N=8 without decay."""
+    """Every table the package ships: each built-in at its paper N for T in {8, 10, 12, 16}, and the
+    activations at N=8 too; the four Table X functions for N in {1, 2, 4, 6, 8} at T=16 under both
+    recipes, and N=8 without decay."""
     keys: list[TableKey] = []
     for fn in BUILTIN_FUNCTIONS:
         for t in SHIPPED_TIMESTEPS:
             keys.append(TableKey(fn, get_function(fn).n_basis, t))
+    for fn in ACTIVATIONS_WIDE:  # the activations also at N=8, for conversions that trade spikes for accuracy
+        for t in SHIPPED_TIMESTEPS:
+            keys.append(TableKey(fn, 8, t))
     for fn in PAPER_TABLE_X:
         for recipe in ("best", "paper"):
             for n in TABLE_X_BASES:

@@ -100,6 +100,14 @@ def test_dtype_follows_to(dtype):
     assert torch.allclose(y.double(), torch.tanh(torch.linspace(-3, 3, 50, dtype=torch.float64)), atol=0.02)
 
 
+def test_half_precision_inputs_compute_in_fp32():
+    neuron = mbe.get_neuron("gelu", timesteps=16)
+    x = torch.linspace(-3, 3, 101)
+    y16 = neuron(x.to(torch.bfloat16))
+    assert y16.dtype == torch.bfloat16
+    assert torch.allclose(y16.float(), neuron(x.to(torch.bfloat16).float()).to(torch.bfloat16).float())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_device_matches_cpu():
     neuron = mbe.get_neuron("gelu", timesteps=16)

@@ -107,9 +107,48 @@ class SpikingNeuron(nn.Module):
     def reset_stats(self) -> None:
         self.stats = NeuronStats(n_basis=self.n_basis, timesteps=self.timesteps)
 
-    def _prepare(self, x: Tensor) -> Tensor:
+    def _use_triton(self, x: Tensor) -> bool:
+        if self.backend == "torch":
+            return False
+        if self.backend == "triton":
+            return True
+        from ..kernels import triton_available
+
+        return x.is_cuda and triton_available()
+
+    def evaluate(self, x: Tensor, *, return_spikes: bool = False) -> tuple[NeuronOutput, int]:
+        """Check, clamp and simulate without touching :attr:`stats` or warning.
+
+        Returns the :class:`NeuronOutput` (spike counts always filled) and the number of inputs that
+        were clamped into :attr:`domain`. Operators that share one neuron across sites call this and
+        keep their own statistics.
+        """
         check_finite(x, f"{type(self).__name__}({self.function!r})")
         x, outside = clamp_to_domain(x, self.domain)
+        d, r, vth = self.kernels()
+        weight, bias, offset = self.readout()
+        if not return_spikes and x.dtype != torch.float64 and self._use_triton(x):
+            from ..kernels import mbe_forward_triton
+
+            out, counts = mbe_forward_triton(x, d, r, vth, weight, bias, offset)
+            return NeuronOutput(out, None, counts), outside
+        in_dtype = x.dtype
+        if x.element_size() < 4:  # fp16/bf16 cannot hold a 16-step threshold ladder: compute in fp32
+            x = x.float()
+        d, r, vth, weight, offset = (v.to(x.dtype) for v in (d, r, vth, weight, offset))
+        res = simulate(x, d, r, vth, weight, bias.to(x.dtype), offset, return_spikes=return_spikes,
+                       return_counts=True)
+        if in_dtype != x.dtype:
+            res.output = res.output.to(in_dtype)
+        return res, outside
+
+    def run(self, x: Tensor, *, return_spikes: bool = False, return_counts: bool = True) -> NeuronOutput:
+        """Full simulation: decoded output and, on request, spike trains ``[N, T, ...]`` and counts ``[...]``.
+
+        Updates :attr:`stats`; inputs outside :attr:`domain` are clamped, counted in
+        ``stats.clamped`` and reported by one :class:`DomainWarning` per neuron.
+        """
+        res, outside = self.evaluate(x, return_spikes=return_spikes)
         if outside:
             self.stats.clamped += outside
             if not self._warned:
@@ -121,31 +160,6 @@ class SpikingNeuron(nn.Module):
                     DomainWarning,
                     stacklevel=3,
                 )
-        return x
-
-    def _use_triton(self, x: Tensor) -> bool:
-        if self.backend == "torch":
-            return False
-        if self.backend == "triton":
-            return True
-        from ..kernels import triton_available
-
-        return x.is_cuda and triton_available()
-
-    def run(self, x: Tensor, *, return_spikes: bool = False, return_counts: bool = True) -> NeuronOutput:
-        """Full simulation: decoded output and, on request, spike trains ``[N, T, ...]`` and counts ``[...]``."""
-        x = self._prepare(x)
-        d, r, vth = self.kernels()
-        weight, bias, offset = self.readout()
-        if self._use_triton(x) and not return_spikes:
-            from ..kernels import mbe_forward_triton
-
-            out, counts = mbe_forward_triton(x, d, r, vth, weight, bias, offset)
-            res = NeuronOutput(out, None, counts)
-        else:
-            res = simulate(
-                x, d, r, vth, weight, bias, offset, return_spikes=return_spikes, return_counts=True
-            )
         self.stats.calls += 1
         self.stats.elements += x.numel()
         self.stats.spikes += int(res.spike_counts.sum())

@@ -1,0 +1,132 @@
+r"""Encoding activations as spike trains with the identity neuron, and running fitted neurons at a site.
+
+An operand :math:`x` with encoding range :math:`[lo, hi]` is mapped to :math:`z = (x - m)/h \in [-1, 1]`
+(:math:`m, h` the range's midpoint and half-width) and encoded by the shipped identity neuron
+(N = 8 by default). Its decoded value is
+
+.. math:: \hat x = A_0 + \sum_{k} D_k\, S_k, \qquad A_0 = m + h\,b, \quad D_{(n,t)} = h\, w_n\, d_n[t]
+
+with :math:`S_k` the binary spike of slot :math:`k = (n, t)`. Products of two encoded operands are
+then sums over spike pairs with intensities :math:`D^a_k D^b_j` (paper Eq. 9-12), see
+:mod:`mbe.ops.products`.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from ..neuron.base import DomainWarning
+from ..neuron.functional import check_finite
+from ..neuron.base import SpikingNeuron
+from ..neuron.mbe import MBENeuron
+from ..tables import get_neuron
+from .stats import OpStats
+
+MODES = ("fused", "event")
+Range = Optional[tuple[float, float]]
+
+
+@functools.lru_cache(maxsize=128)
+def site_neuron(function: str, timesteps: int, n_basis: Optional[int] = None) -> MBENeuron:
+    """The shipped neuron for ``function`` (cached; shared read-only across sites)."""
+    return get_neuron(function, n_basis=n_basis, timesteps=timesteps)
+
+
+def pick_neuron(function: str, timesteps: int, n_basis: Optional[int] = None,
+                neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> SpikingNeuron:
+    """``neurons[function]`` when the caller supplies one (e.g. FS neurons for a comparison), else the
+    shipped MBE table for ``(function, n_basis, timesteps)``."""
+    if neurons is not None and function in neurons:
+        neuron = neurons[function]
+        if neuron.timesteps != timesteps:
+            raise ValueError(f"supplied {function!r} neuron has T={neuron.timesteps}, the operator runs T={timesteps}")
+        return neuron
+    return site_neuron(function, timesteps, n_basis)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def resolve_range(x: Tensor, given: Range, what: str) -> tuple[float, float]:
+    """A calibrated ``(lo, hi)`` or, when ``None``, the input's own ``(min, max)`` (widened if flat)."""
+    if given is None:
+        if x.numel() == 0:
+            return (-1.0, 1.0)
+        lo, hi = float(x.detach().min()), float(x.detach().max())
+    else:
+        try:
+            lo, hi = (float(v) for v in given)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}: range must be a pair (low, high), got {given!r}") from None
+        if not (lo <= hi) or lo != lo or hi != hi:
+            raise ValueError(f"{what}: range must satisfy low <= high, got ({lo}, {hi})")
+    if hi - lo < 1e-12 * max(1.0, abs(lo), abs(hi)):
+        pad = max(1e-6, 1e-6 * abs(lo))
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+def warn_saturation(what: str, count: int, rng) -> None:
+    if count:
+        warnings.warn(f"{what}: {count} input(s) fell outside the encoding range {rng} and were clamped "
+                      f"(counted as saturated in the op statistics); recalibrate the range if they matter.",
+                      DomainWarning, stacklevel=4)
+
+
+def run_site_neuron(x: Tensor, function: str, timesteps: int, *, n_basis: Optional[int] = None,
+                    key: str, stats: Optional[OpStats], return_spikes: bool = False,
+                    neurons: Optional[Mapping[str, SpikingNeuron]] = None):
+    """Evaluate a fitted neuron at a site, recording spikes and clamped inputs under ``key``."""
+    neuron = pick_neuron(function, timesteps, n_basis, neurons)
+    res, clamped = neuron.evaluate(x, return_spikes=return_spikes)
+    warn_saturation(key, clamped, neuron.domain)
+    if stats is not None:
+        stats.add(key, neuron=function, n_basis=neuron.n_basis, timesteps=timesteps, elements=x.numel(),
+                  spikes=int(res.spike_counts.sum()), saturated=clamped)
+    return res
+
+
+@dataclass
+class Encoded:
+    """An operand encoded by the identity neuron.
+
+    Attributes:
+        decoded: :math:`\\hat x`, shaped like the input.
+        counts: spikes per element, shaped like the input.
+        const: :math:`A_0` (scalar tensor).
+        intensity: :math:`D_k`, ``[K]`` with ``K = N * T`` (slot order ``n * T + t``).
+        spikes: ``[K, ...]`` binary spike trains, only when requested.
+        saturated: inputs clamped at the range.
+    """
+
+    decoded: Tensor
+    counts: Tensor
+    const: Tensor
+    intensity: Tensor
+    spikes: Optional[Tensor]
+    saturated: int
+
+
+def encode(x: Tensor, rng: tuple[float, float], timesteps: int, *, n_basis: Optional[int] = None,
+           return_spikes: bool = False, neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Encoded:
+    """Encode ``x`` over ``rng`` with the identity neuron (see the module docstring)."""
+    check_finite(x, "spiking operand")
+    neuron = pick_neuron("identity", timesteps, n_basis, neurons)
+    lo, hi = rng
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    z = (x - mid) / half
+    res, saturated = neuron.evaluate(z, return_spikes=return_spikes)
+    weight, bias, _ = neuron.readout()
+    d, _, _ = neuron.kernels()
+    dtype = res.output.dtype
+    intensity = (half * weight.to(dtype)[:, None] * d.to(dtype)).reshape(-1)
+    spikes = res.spikes.reshape(-1, *x.shape) if res.spikes is not None else None
+    return Encoded(decoded=mid + half * res.output, counts=res.spike_counts,
+                   const=mid + half * bias.to(dtype), intensity=intensity, spikes=spikes, saturated=saturated)

@@ -1,0 +1,259 @@
+r"""Spiking softmax, LayerNorm, RMSNorm and activations, built on fitted neurons and spiking products.
+
+Softmax (paper Eq. 13), over the last dim after an optional mask:
+
+.. math::
+    z = x - \max x,\quad y = z \log_2 e = k + f\ (k = \lfloor y \rfloor,\ f \in [0,1)),\quad
+    e^{z} = 2^{f} \cdot 2^{k}\ (2^f \text{ by the exp2 neuron}),\\
+    s = \sum e^{z} = M 2^{E}\ (M \in [0.5, 1)),\quad
+    \mathrm{softmax} = \big(2^{f} \otimes \tfrac{1}{M}\big) \cdot 2^{k - E}\ (1/M \text{ by the reciprocal neuron})
+
+where :math:`\otimes` is the spiking product of the two mantissas (both in [1, 2], so their
+encoding ranges are fixed and need no calibration) and the powers of two are exponent shifts.
+
+LayerNorm: :math:`\mu` and :math:`x - \mu` are linear; :math:`\sigma^2 = \tfrac1n \sum (x-\mu) \otimes (x-\mu)`;
+:math:`\sigma^2 + \epsilon = M 2^{E}` with :math:`E` made even (:math:`M \in [0.5, 2)`);
+:math:`(x - \mu)/\sigma = \big((x-\mu) \otimes \mathrm{rsqrt}(M)\big) 2^{-E/2}`; then :math:`\gamma, \beta`
+as constants. RMSNorm is the same without the mean.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ..neuron.base import SpikingNeuron
+from ..neuron.functional import check_finite
+from .encoding import Range, check_mode, resolve_range, run_site_neuron
+from .products import DEFAULT_BUDGET_MB, spiking_mul
+from .stats import OpStats
+
+LOG2E = 1.0 / math.log(2.0)
+#: encoding range for a mantissa in [1, 2] (with a margin for the neurons' own approximation error)
+MANTISSA_RANGE = (0.9375, 2.0625)
+#: rsqrt of a mantissa in [0.5, 2] lies in [0.707, 1.414]
+RSQRT_RANGE = (0.6875, 1.4375)
+
+
+#: ranges of the Newton refinement's intermediate products (all close to 1 once the neuron is close)
+NEAR_ONE_RANGE = (0.875, 1.125)
+HALF_TO_ONE_RANGE = (0.4375, 1.0625)
+HALF_TO_TWO_RANGE = (0.4375, 2.0625)
+
+
+def refine_reciprocal(m: Tensor, r: Tensor, steps: int, **product_kw) -> Tensor:
+    """Newton steps for ``r ~ 1/m`` (m in [0.5, 1)): ``r <- r (2 - m r)``, products spiking.
+
+    Each step squares the relative error (``1 - m r``); ``steps=0`` is the paper's plain neuron.
+    """
+    name = product_kw.pop("name")
+    for i in range(steps):
+        mr = spiking_mul(m, r, ranges=(HALF_TO_ONE_RANGE, MANTISSA_RANGE), name=f"{name}.newton{i}.mr", **product_kw)
+        r = spiking_mul(r, 2.0 - mr, ranges=(MANTISSA_RANGE, NEAR_ONE_RANGE), name=f"{name}.newton{i}.r",
+                        **product_kw)
+    return r
+
+
+def refine_rsqrt(m: Tensor, y: Tensor, steps: int, **product_kw) -> Tensor:
+    """Newton steps for ``y ~ 1/sqrt(m)`` (m in [0.5, 2)): ``y <- y (3 - m y^2) / 2``, products spiking."""
+    name = product_kw.pop("name")
+    for i in range(steps):
+        y2 = spiking_mul(y, y, ranges=(RSQRT_RANGE, RSQRT_RANGE), name=f"{name}.newton{i}.y2", **product_kw)
+        my2 = spiking_mul(m, y2, ranges=(HALF_TO_TWO_RANGE, HALF_TO_TWO_RANGE), name=f"{name}.newton{i}.my2",
+                          **product_kw)
+        y = spiking_mul(y, 1.5 - 0.5 * my2, ranges=(RSQRT_RANGE, NEAR_ONE_RANGE), name=f"{name}.newton{i}.y",
+                        **product_kw)
+    return y
+
+
+def _masked_positions(x: Tensor, mask: Optional[Tensor], causal: bool) -> Optional[Tensor]:
+    """Boolean tensor (True = masked out) broadcast to ``x``, or ``None`` when nothing is masked."""
+    masked = None
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            m = ~mask  # boolean masks follow torch's SDPA convention: True = take part
+        else:
+            m = mask <= torch.finfo(mask.dtype).min / 2
+        try:
+            masked = torch.broadcast_to(m, x.shape)
+        except RuntimeError:
+            raise ValueError(f"softmax: mask of shape {tuple(mask.shape)} does not broadcast to the input "
+                             f"{tuple(x.shape)}") from None
+    if causal:
+        q, k = x.shape[-2], x.shape[-1]
+        upper = torch.ones(q, k, dtype=torch.bool, device=x.device).triu(1 + k - q)
+        masked = upper.expand(x.shape) if masked is None else (masked | upper)
+    neg_inf = torch.isneginf(x)
+    if bool(neg_inf.any()):
+        masked = neg_inf if masked is None else (masked | neg_inf)
+    return masked
+
+
+def spiking_softmax(x: Tensor, dim: int = -1, mask: Optional[Tensor] = None, *, causal: bool = False,
+                    timesteps: int = 16, mode: str = "fused", n_basis: Optional[int] = None,
+                    stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
+                    refine: int = 1, name: str = "softmax", neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+    """Spiking softmax over ``dim`` (module docstring has the equations).
+
+    Args:
+        x: logits; ``-inf`` entries count as masked.
+        mask: optional additive float mask (entries at or below ``finfo.min / 2`` are masked, other
+            values are added to the logits) or boolean mask (``True`` = attend), broadcastable to ``x``.
+        causal: also mask keys after each query (``x`` is ``[..., Lq, Lk]``, aligned at the end).
+        timesteps, mode, n_basis, stats, budget_mb: as for :func:`mbe.ops.spiking_mul`; ``n_basis``
+            applies to the exp2 and reciprocal neurons (default: their paper N, 8).
+        refine: Newton steps on the reciprocal (two spiking products per row each; the project's
+            addition, since the row sums' error is the reciprocal neuron's relative error);
+            ``0`` is the paper's plain neuron.
+    Returns:
+        probabilities shaped like ``x``; masked positions are exactly 0, and a row with every
+        position masked is all zeros (``torch.softmax`` would give NaN).
+    """
+    check_mode(mode)
+    if torch.isnan(x).any() or torch.isposinf(x).any():
+        check_finite(torch.where(torch.isneginf(x), torch.zeros_like(x), x), name)
+    moved = dim not in (-1, x.dim() - 1)
+    if moved:
+        x = x.movedim(dim, -1)
+        mask = mask.movedim(dim, -1) if mask is not None and mask.dim() == x.dim() else mask
+    if mask is not None and mask.dtype != torch.bool:
+        check_finite(torch.where(mask <= torch.finfo(mask.dtype).min / 2, torch.zeros_like(mask), mask),
+                     f"{name} mask")
+    masked = _masked_positions(x, mask, causal)
+    logits = x
+    if mask is not None and mask.dtype != torch.bool:
+        logits = x + torch.where(masked, torch.zeros_like(mask), mask) if masked is not None else x + mask
+    if masked is not None:
+        logits = logits.masked_fill(masked, float("-inf"))
+    row_max = logits.amax(-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    y = (logits - row_max) * LOG2E
+    y = torch.where(torch.isfinite(y), y, torch.full_like(y, -1e4))  # masked: exponent -> 2^-10000 = 0
+    k = torch.floor(y)
+    frac = (y - k).clamp(0.0, 1.0)
+    # masked entries have k = -10000, so 2^f * 2^k is exactly 0 in the sum; their product is zeroed below
+    p = run_site_neuron(frac, "exp2", timesteps, n_basis=n_basis, key=f"{name}.exp2", stats=stats,
+                        neurons=neurons).output
+    e = torch.ldexp(p, k)
+    if masked is not None:
+        e = e.masked_fill(masked, 0.0)
+    total = e.sum(-1, keepdim=True)
+    mant, expo = torch.frexp(total)
+    empty = total == 0
+    mant = torch.where(empty, torch.full_like(mant, 0.5), mant)
+    inv_m = run_site_neuron(mant, "reciprocal", timesteps, n_basis=n_basis, key=f"{name}.reciprocal",
+                            stats=stats, neurons=neurons).output
+    inv_m = refine_reciprocal(mant, inv_m, refine, timesteps=timesteps, mode=mode, stats=stats,
+                              budget_mb=budget_mb, name=f"{name}.reciprocal", neurons=neurons)
+    prod = spiking_mul(p, inv_m, timesteps=timesteps, mode=mode, ranges=(MANTISSA_RANGE, MANTISSA_RANGE),
+                       stats=stats, budget_mb=budget_mb, name=f"{name}.product", neurons=neurons)
+    out = torch.ldexp(prod, k - expo)
+    if masked is not None:
+        out = out.masked_fill(masked, 0.0)
+    out = out.masked_fill(empty, 0.0)
+    return out.movedim(-1, dim) if moved else out
+
+
+def _even_exponent_rsqrt(v: Tensor, timesteps: int, n_basis, key: str, stats, refine: int, mode: str,
+                         budget_mb: float, neurons) -> tuple[Tensor, Tensor]:
+    """``v = M 2^E`` with E even and ``M`` in [0.5, 2); returns (rsqrt(M) by the neuron, E / 2)."""
+    mant, expo = torch.frexp(v)
+    odd = (expo % 2) != 0
+    mant = torch.where(odd, mant * 2, mant)
+    expo = torch.where(odd, expo - 1, expo)
+    rs = run_site_neuron(mant, "rsqrt", timesteps, n_basis=n_basis, key=key, stats=stats, neurons=neurons).output
+    rs = refine_rsqrt(mant, rs, refine, timesteps=timesteps, mode=mode, stats=stats, budget_mb=budget_mb, name=key,
+                      neurons=neurons)
+    return rs, expo // 2
+
+
+def _norm_dims(x: Tensor, normalized_shape, what: str) -> tuple[int, ...]:
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if len(shape) == 0 or tuple(x.shape[-len(shape):]) != shape:
+        raise ValueError(f"{what}: normalized_shape {shape} does not match the trailing dims of input "
+                         f"{tuple(x.shape)}")
+    return tuple(range(-len(shape), 0))
+
+
+def _symmetric(x: Tensor, given: Range, what: str) -> tuple[float, float]:
+    if given is not None:
+        return resolve_range(x, given, what)
+    bound = float(x.detach().abs().max()) if x.numel() else 1.0
+    return resolve_range(x, (-bound, bound), what)
+
+
+def spiking_layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor] = None,
+                       bias: Optional[Tensor] = None, eps: float = 1e-5, *, timesteps: int = 16,
+                       mode: str = "fused", centered_range: Range = None, n_basis: Optional[int] = None,
+                       stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
+                       refine: int = 1, name: str = "layer_norm",
+                       neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+    """Spiking LayerNorm (module docstring). ``centered_range`` is the calibrated encoding range of
+    :math:`x - \\mu` (default: symmetric around 0 at the input's own largest magnitude). ``refine``:
+    Newton steps on the rsqrt neuron (three spiking products per row each; ``0`` = the paper)."""
+    check_mode(mode)
+    check_finite(x, name)
+    dims = _norm_dims(x, normalized_shape, name)
+    xc = x - x.mean(dims, keepdim=True)
+    rng = _symmetric(xc, centered_range, f"{name}.centered")
+    kw = dict(timesteps=timesteps, mode=mode, stats=stats, budget_mb=budget_mb, neurons=neurons)
+    var = spiking_mul(xc, xc, ranges=(rng, rng), name=f"{name}.square", **kw).mean(dims, keepdim=True)
+    rs, half_e = _even_exponent_rsqrt(var + eps, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode,
+                                       budget_mb, neurons)
+    y = torch.ldexp(spiking_mul(xc, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", **kw), -half_e)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def spiking_rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6, *, timesteps: int = 16,
+                     mode: str = "fused", input_range: Range = None, n_basis: Optional[int] = None,
+                     stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
+                     refine: int = 1, name: str = "rms_norm",
+                     neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+    """Spiking RMSNorm over the last dim (Llama): ``x / sqrt(mean(x^2) + eps) * weight``; arguments as
+    :func:`spiking_layer_norm` (``input_range``: the calibrated encoding range of ``x``)."""
+    check_mode(mode)
+    check_finite(x, name)
+    rng = _symmetric(x, input_range, f"{name}.input")
+    kw = dict(timesteps=timesteps, mode=mode, stats=stats, budget_mb=budget_mb, neurons=neurons)
+    ms = spiking_mul(x, x, ranges=(rng, rng), name=f"{name}.square", **kw).mean(-1, keepdim=True)
+    rs, half_e = _even_exponent_rsqrt(ms + eps, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode,
+                                       budget_mb, neurons)
+    y = torch.ldexp(spiking_mul(x, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", **kw), -half_e)
+    return y * weight if weight is not None else y
+
+
+def spiking_activation(name: str, x: Tensor, *, timesteps: int = 16, mode: str = "fused",
+                       n_basis: Optional[int] = None, input_range: Range = None,
+                       stats: Optional[OpStats] = None,
+                       neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+    """One fitted neuron per activation: ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"tanh"``,
+    ``"sigmoid"`` or any registered function. ``input_range`` (calibrated) clamps inputs first,
+    counting them as saturated; inputs outside the neuron's fitted domain are clamped and counted too.
+    ``mode="event"`` materialises the spike trains (same result)."""
+    check_mode(mode)
+    check_finite(x, f"activation {name!r}")
+    pre = 0
+    if input_range is not None:
+        lo, hi = resolve_range(x, input_range, f"activation {name!r}")
+        pre = int(((x < lo) | (x > hi)).sum())
+        x = x.clamp(lo, hi)
+    res = run_site_neuron(x, name, timesteps, n_basis=n_basis, key=name, stats=stats,
+                          return_spikes=(mode == "event"), neurons=neurons)
+    if stats is not None and pre:
+        stats.sites[name].saturated += pre
+    return res.output
+
+
+def spiking_swiglu(gate: Tensor, up: Tensor, *, timesteps: int = 16, mode: str = "fused",
+                   ranges: tuple[Range, Range] = (None, None), stats: Optional[OpStats] = None,
+                   budget_mb: float = DEFAULT_BUDGET_MB) -> Tensor:
+    """Llama's gated MLP core ``silu(gate) * up``: the SiLU neuron, then a spiking product."""
+    act = spiking_activation("silu", gate, timesteps=timesteps, mode=mode, stats=stats)
+    return spiking_mul(act, up, timesteps=timesteps, mode=mode, ranges=ranges, stats=stats,
+                       budget_mb=budget_mb, name="swiglu.product")

@@ -1,0 +1,243 @@
+r"""Spiking products of two activation tensors (paper Eq. 9-12): elementwise and batched matmul.
+
+Both operands are encoded by the identity neuron (:func:`mbe.ops.encoding.encode`):
+:math:`\hat a = A_0 + \sum_k D^a_k S^a_k`, :math:`\hat b = B_0 + \sum_j D^b_j S^b_j`. Then
+
+.. math::
+    \hat a \hat b = A_0 B_0 + A_0 \sum_j D^b_j S^b_j + B_0 \sum_k D^a_k S^a_k
+                    + \sum_{k,j} \underbrace{D^a_k D^b_j}_{D_{kj}} \underbrace{S^a_k S^b_j}_{S_{kj}}
+
+with the intensity matrix :math:`D` (``[NT, NT]``, precomputed) and the binary coincidence matrix
+:math:`S`. Two execution modes compute the same number:
+
+``event``
+    builds the binary spike trains and accumulates :math:`\sum_{k,j} D_{kj} S_{kj}` pair by pair
+    (organised as :math:`\sum_k S^a_k \cdot (D_{k\cdot} S^b)`), tiled so that no tile needs more than
+    ``budget_mb``; it counts every spike pair as one synaptic operation.
+``fused``
+    multiplies the decoded values, :math:`\hat a \hat b` (or :math:`\hat a \hat b` as a matmul), and
+    counts the same spike pairs from per-element spike counts.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from ..neuron.base import SpikingNeuron
+from .encoding import Range, check_mode, encode, resolve_range, warn_saturation
+from .stats import OpStats
+
+DEFAULT_BUDGET_MB = 256.0
+
+
+def _record(stats: Optional[OpStats], key: str, enc, timesteps: int, n_elements: int) -> None:
+    if stats is not None:
+        k = enc.intensity.numel()
+        stats.add(key, neuron="identity", n_basis=k // timesteps, timesteps=timesteps, elements=n_elements,
+                  spikes=int(enc.counts.sum()), saturated=enc.saturated)
+
+
+def _pairs_elementwise(ca: Tensor, cb: Tensor) -> int:
+    return int((ca * cb).sum())
+
+
+def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused",
+                ranges: tuple[Range, Range] = (None, None), n_basis: Optional[int] = None,
+                stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB, name: str = "mul",
+                neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+    """Elementwise spiking product ``a * b`` (broadcasting like ``torch.mul``).
+
+    Args:
+        a, b: float tensors with broadcastable shapes.
+        timesteps: T of the identity neuron.
+        mode: ``"fused"`` or ``"event"``.
+        ranges: encoding range per operand; ``None`` uses the operand's own (min, max).
+        n_basis: identity neuron's N (default 8).
+        stats: an :class:`OpStats` to record spikes, spike-pair SOPs and saturation into
+            (keys ``"<name>.a"``, ``"<name>.b"``).
+        budget_mb: event mode's memory budget per tile.
+        neurons: optional ``{"identity": neuron}`` replacing the shipped identity neuron (e.g. an FS one).
+    Returns:
+        tensor of the broadcast shape.
+    """
+    check_mode(mode)
+    try:
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(f"{name}: operand shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast") from None
+    ra = resolve_range(a, ranges[0], f"{name}.a")
+    rb = resolve_range(b, ranges[1], f"{name}.b")
+    if mode == "fused":
+        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
+        eb = ea if (b is a and rb == ra) else encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
+        out = ea.decoded * eb.decoded
+        _finish(stats, name, ea, eb, timesteps, a, b, sops=_pairs_elementwise(ea.counts, eb.counts))
+        return out
+    return _event_mul(a.expand(shape), b.expand(shape), ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
+
+
+def _finish(stats, name, ea, eb, timesteps, a, b, sops):
+    warn_saturation(f"{name}.a", ea.saturated, "its range")
+    if eb is not ea:
+        warn_saturation(f"{name}.b", eb.saturated, "its range")
+    if stats is not None:
+        _record(stats, f"{name}.a", ea, timesteps, a.numel())
+        if eb is not ea:
+            _record(stats, f"{name}.b", eb, timesteps, b.numel())
+        stats.add_sops(f"{name}.a", sops)
+
+
+def event_mul_chunk(numel: int, slots: int, budget_mb: float) -> int:
+    """Elements per chunk in event mode: two spike trains ``[K]`` per element (with simulate's transient
+    copies), ``D S^b`` and the output, within the budget (at least one element)."""
+    per_elem = 4 * (6 * slots + 4)
+    return max(1, min(numel, int(budget_mb * 2**20 // per_elem)))
+
+
+def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons):
+    shape = a.shape
+    af, bf = a.reshape(-1), b.reshape(-1)
+    numel = af.numel()
+    k = encode(af[:1], ra, timesteps, n_basis=n_basis, neurons=neurons).intensity.numel()
+    chunk = event_mul_chunk(numel, k, budget_mb)
+    out = torch.empty(numel, dtype=torch.result_type(a, b))
+    sums = {"a_spikes": 0, "b_spikes": 0, "a_sat": 0, "b_sat": 0, "pairs": 0}
+    for start in range(0, numel, chunk):
+        sl = slice(start, start + chunk)
+        ea = encode(af[sl], ra, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons)
+        eb = encode(bf[sl], rb, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons)
+        sa, sb = ea.spikes, eb.spikes  # [K, c] binary
+        dmat = ea.intensity[:, None] * eb.intensity[None, :]  # D_kj, [K, K]
+        pair = (sa * (dmat @ sb)).sum(0)  # sum_k S^a_k sum_j D_kj S^b_j
+        lin = ea.const * (eb.intensity @ sb) + eb.const * (ea.intensity @ sa) + ea.const * eb.const
+        out[sl] = pair + lin
+        sums["pairs"] += int((sa * sb.sum(0, keepdim=True)).sum())  # every coincident spike pair
+        sums["a_spikes"] += int(sa.sum())
+        sums["b_spikes"] += int(sb.sum())
+        sums["a_sat"] += ea.saturated
+        sums["b_sat"] += eb.saturated
+    warn_saturation(f"{name}.a", sums["a_sat"], ra)
+    warn_saturation(f"{name}.b", sums["b_sat"], rb)
+    if stats is not None:
+        n = k // timesteps
+        stats.add(f"{name}.a", neuron="identity", n_basis=n, timesteps=timesteps, elements=numel,
+                  spikes=sums["a_spikes"], saturated=sums["a_sat"], sops=sums["pairs"])
+        stats.add(f"{name}.b", neuron="identity", n_basis=n, timesteps=timesteps, elements=numel,
+                  spikes=sums["b_spikes"], saturated=sums["b_sat"])
+    return out.reshape(shape)
+
+
+def spiking_matmul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused",
+                   ranges: tuple[Range, Range] = (None, None), n_basis: Optional[int] = None,
+                   stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
+                   name: str = "matmul", neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+    """Spiking ``a @ b`` for two activation tensors, e.g. ``Q @ K^T`` and ``attn @ V`` with heads.
+
+    Args:
+        a: ``[..., L, D]``; b: ``[..., D, M]``; batch dims broadcast like ``torch.matmul``.
+        Others as :func:`spiking_mul`. SOPs count every coincident spike pair (``a[l, d]`` slot with
+        ``b[d, m]`` slot) over the contraction.
+    Returns:
+        ``[..., L, M]``.
+    """
+    check_mode(mode)
+    if a.dim() < 2 or b.dim() < 2:
+        raise ValueError(f"{name}: both operands need at least 2 dims ([..., L, D] @ [..., D, M]), "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"{name}: inner dimensions differ: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
+                         f"(a.shape[-1] must equal b.shape[-2])")
+    try:
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"{name}: batch dims of {tuple(a.shape)} and {tuple(b.shape)} do not broadcast") from None
+    ra = resolve_range(a, ranges[0], f"{name}.a")
+    rb = resolve_range(b, ranges[1], f"{name}.b")
+    if mode == "fused":
+        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
+        eb = encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
+        out = ea.decoded @ eb.decoded
+        # spike pairs: sum over batch and d of (spikes of a's column d) * (spikes of b's row d)
+        sops = int((ea.counts.sum(-2) * eb.counts.sum(-1)).sum())  # broadcasts over batch dims too
+        _finish(stats, name, ea, eb, timesteps, a, b, sops=sops)
+        return out
+    a3 = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
+    b3 = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
+    out = _event_matmul(a3, b3, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
+    return out.reshape(*batch, a.shape[-2], b.shape[-1])
+
+
+def _tiles(total: int, size: int):
+    return [slice(s, min(s + size, total)) for s in range(0, total, size)]
+
+
+def event_matmul_tiles(batch: int, rows: int, inner: int, cols: int, slots: int, budget_mb: float,
+                       name: str = "matmul") -> tuple[int, int, int, int]:
+    """Tile sizes ``(batch, rows, cols)`` for event mode and the bytes one tile needs (<= the budget).
+
+    A tile holds the spike trains of an ``a`` block ``[K, b, l, D]`` and a ``b`` block ``[K, b, D, m]``
+    (with simulate's transient copies), ``D S^b`` and the block's output; batch is split first, then
+    the larger of rows and columns. Raises ``MemoryError`` if even a 1 x 1 tile does not fit.
+    """
+    budget = budget_mb * 2**20
+
+    def tile_bytes(bb, ll, mm):
+        return 4 * (3 * slots * bb * ll * inner + 4 * slots * bb * inner * mm + 2 * bb * ll * mm)
+
+    bb, ll, mm = batch, rows, cols
+    while tile_bytes(bb, ll, mm) > budget and (bb, ll, mm) != (1, 1, 1):
+        if bb > 1:
+            bb = math.ceil(bb / 2)
+        elif mm >= ll and mm > 1:
+            mm = math.ceil(mm / 2)
+        else:
+            ll = math.ceil(ll / 2)
+    if tile_bytes(bb, ll, mm) > budget:
+        raise MemoryError(f"{name}: event mode needs {tile_bytes(1, 1, 1) / 2**20:.2f} MiB for its smallest tile "
+                          f"(inner dim {inner}, {slots} spike slots) but budget_mb={budget_mb}; raise budget_mb "
+                          f"or use mode='fused'")
+    return bb, ll, mm, tile_bytes(bb, ll, mm)
+
+
+def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons):
+    nb, rows, inner = a.shape
+    cols = b.shape[-1]
+    k = encode(a[:1, :1, :1], ra, timesteps, n_basis=n_basis, neurons=neurons).intensity.numel()
+    bb, ll, mm, _ = event_matmul_tiles(nb, rows, inner, cols, k, budget_mb, name)
+    out = torch.empty(nb, rows, cols, dtype=torch.result_type(a, b))
+    tot = {"a_spikes": 0, "b_spikes": 0, "a_sat": 0, "b_sat": 0, "pairs": 0}
+    for bs in _tiles(nb, bb):
+        for ms in _tiles(cols, mm):
+            eb = encode(b[bs, :, ms], rb, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons)
+            sb = eb.spikes  # [K, bb, D, mm]
+            tot["b_spikes"] += int(sb.sum())
+            tot["b_sat"] += eb.saturated
+            count_b = sb.sum(0)  # spikes per b element, [bb, D, mm]
+            b_lin = (eb.intensity @ sb.reshape(k, -1)).reshape(sb.shape[1:])  # sum_j D^b_j S^b_j
+            for ls in _tiles(rows, ll):
+                ea = encode(a[bs, ls, :], ra, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons)
+                sa = ea.spikes  # [K, bb, ll, D]
+                dmat = ea.intensity[:, None] * eb.intensity[None, :]
+                y = (dmat @ sb.reshape(k, -1)).reshape(sb.shape)  # [K, bb, D, mm]: sum_j D_kj S^b_j
+                # pair accumulation sum_k S^a_k @ Y_k, contracted over k and d together
+                pair = torch.einsum("kbld,kbdm->blm", sa, y)
+                a_lin = torch.einsum("k,kbld->bld", ea.intensity, sa)
+                lin = (ea.const * b_lin.sum(1, keepdim=True) + eb.const * a_lin.sum(-1, keepdim=True)
+                       + inner * ea.const * eb.const)
+                out[bs, ls, ms] = pair + lin
+                tot["pairs"] += int((sa.sum(0) @ count_b).sum())
+                if ms.start == 0:
+                    tot["a_spikes"] += int(sa.sum())
+                    tot["a_sat"] += ea.saturated
+    warn_saturation(f"{name}.a", tot["a_sat"], ra)
+    warn_saturation(f"{name}.b", tot["b_sat"], rb)
+    if stats is not None:
+        n = k // timesteps
+        stats.add(f"{name}.a", neuron="identity", n_basis=n, timesteps=timesteps, elements=a.numel(),
+                  spikes=tot["a_spikes"], saturated=tot["a_sat"], sops=tot["pairs"])
+        stats.add(f"{name}.b", neuron="identity", n_basis=n, timesteps=timesteps, elements=b.numel(),
+                  spikes=tot["b_spikes"], saturated=tot["b_sat"])
+    return out

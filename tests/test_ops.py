@@ -1,0 +1,238 @@
+"""Spiking operators: event == fused, accuracy against the exact ops, masks, statistics, bad input."""
+import warnings
+
+import pytest
+import torch
+
+import mbe
+from mbe import ops
+from mbe.ops.products import event_matmul_tiles, event_mul_chunk
+
+
+def close_in_scale(x, y, ref, frac=1e-5):
+    scale = float(ref.abs().max())
+    diff = float((x - y).abs().max())
+    assert diff <= frac * scale, f"max |diff| {diff:.3g} > {frac} x output scale {scale:.3g}"
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(0)
+
+
+# ---------------------------------------------------------------- event == fused
+@pytest.mark.parametrize("shapes", [((3, 5, 7), (3, 5, 7)), ((4, 6), (6,)), ((2, 1, 5), (1, 3, 5))])
+def test_mul_event_equals_fused(gen, shapes):
+    a = torch.randn(shapes[0], generator=gen) * 2
+    b = torch.randn(shapes[1], generator=gen) + 0.5
+    sf, se = ops.OpStats(), ops.OpStats()
+    fused = ops.spiking_mul(a, b, stats=sf)
+    event = ops.spiking_mul(a, b, mode="event", stats=se, budget_mb=0.05)
+    assert fused.shape == event.shape == (a * b).shape
+    close_in_scale(fused, event, a * b)
+    if a.shape == b.shape:  # spike-pair counts agree exactly when nothing is broadcast
+        assert sf.sites["mul.a"].sops == se.sites["mul.a"].sops > 0
+        assert sf.sites["mul.b"].spikes == se.sites["mul.b"].spikes
+
+
+@pytest.mark.parametrize("shapes", [((2, 3, 6, 8), (2, 3, 8, 5)), ((3, 7, 4), (4, 9)), ((1, 4, 5, 6), (2, 1, 6, 3))])
+def test_matmul_event_equals_fused(gen, shapes):
+    a = torch.randn(shapes[0], generator=gen)
+    b = torch.randn(shapes[1], generator=gen) * 3
+    sf, se = ops.OpStats(), ops.OpStats()
+    fused = ops.spiking_matmul(a, b, stats=sf)
+    event = ops.spiking_matmul(a, b, mode="event", stats=se, budget_mb=0.2)
+    assert fused.shape == event.shape == (a @ b).shape
+    close_in_scale(fused, event, a @ b)
+    assert sf.sites["matmul.a"].sops == se.sites["matmul.a"].sops > 0
+
+
+@pytest.mark.parametrize("mask_kind", [None, "additive", "bool", "causal"])
+def test_softmax_event_equals_fused(gen, mask_kind):
+    x = torch.randn(2, 3, 6, 6, generator=gen) * 3
+    kw = {}
+    if mask_kind == "additive":
+        m = torch.zeros(2, 1, 1, 6)
+        m[0, ..., 4:] = torch.finfo(torch.float32).min
+        kw["mask"] = m
+    elif mask_kind == "bool":
+        kw["mask"] = torch.rand(6, 6, generator=gen) > 0.3
+    elif mask_kind == "causal":
+        kw["causal"] = True
+    fused = ops.spiking_softmax(x, **kw)
+    event = ops.spiking_softmax(x, mode="event", budget_mb=0.1, **kw)
+    close_in_scale(fused, event, torch.ones(1))
+
+
+def test_norms_event_equal_fused(gen):
+    x = torch.randn(3, 5, 16, generator=gen) * 2 + 1
+    w, b = torch.randn(16, generator=gen), torch.randn(16, generator=gen)
+    ln_f = ops.spiking_layer_norm(x, 16, w, b)
+    ln_e = ops.spiking_layer_norm(x, 16, w, b, mode="event", budget_mb=0.1)
+    close_in_scale(ln_f, ln_e, ln_f)
+    rms_f = ops.spiking_rms_norm(x, w)
+    rms_e = ops.spiking_rms_norm(x, w, mode="event", budget_mb=0.1)
+    close_in_scale(rms_f, rms_e, rms_f)
+
+
+# ---------------------------------------------------------------- accuracy at T=16
+def test_products_are_close_to_exact(gen):
+    a, b = torch.randn(50, 64, generator=gen), torch.randn(64, 40, generator=gen)
+    assert float((ops.spiking_matmul(a, b) - a @ b).abs().max()) < 1e-3 * float((a @ b).abs().max())
+    assert float((ops.spiking_mul(a, a) - a * a).abs().max()) < 1e-3 * float((a * a).abs().max())
+
+
+def test_softmax_rows_sum_to_one_and_match_torch(gen):
+    x = torch.randn(4, 12, 20, 20, generator=gen) * 2.5
+    p = ops.spiking_softmax(x, timesteps=16)
+    assert float((p.sum(-1) - 1).abs().max()) < 1e-3
+    assert float((p - torch.softmax(x, -1)).abs().max()) < 1e-3
+
+
+def test_softmax_masks_are_exact(gen):
+    x = torch.randn(2, 5, 5, generator=gen)
+    p = ops.spiking_softmax(x, causal=True)
+    assert torch.equal(p.triu(1), torch.zeros_like(p))
+    ref = torch.softmax(x.masked_fill(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf")), -1)
+    assert float((p - ref).abs().max()) < 1e-3
+    # padding (HF-style additive mask, finfo.min) gives exact zeros; a fully masked row is all zeros
+    mask = torch.zeros(2, 1, 5)
+    mask[0, :, 3:] = torch.finfo(torch.float32).min
+    p = ops.spiking_softmax(x, mask=mask)
+    assert torch.equal(p[0, :, 3:], torch.zeros(5, 2))
+    assert float((p[0, :, :3].sum(-1) - 1).abs().max()) < 1e-3
+    assert torch.equal(ops.spiking_softmax(x, mask=torch.zeros(5, 5, dtype=torch.bool)), torch.zeros_like(x))
+    # -inf logits count as masked; other additive values shift the logits like torch
+    bias = torch.randn(5, 5, generator=gen)
+    assert float((ops.spiking_softmax(x, mask=bias) - torch.softmax(x + bias, -1)).abs().max()) < 1e-3
+
+
+def test_softmax_other_dim(gen):
+    x = torch.randn(6, 4, generator=gen)
+    assert float((ops.spiking_softmax(x, dim=0) - torch.softmax(x, 0)).abs().max()) < 1e-3
+
+
+def test_norms_match_torch(gen):
+    x = torch.randn(4, 10, 64, generator=gen) * 3 + 2
+    ln = torch.nn.LayerNorm(64)
+    with torch.no_grad():
+        ln.weight.normal_(generator=gen)
+        ln.bias.normal_(generator=gen)
+        ref = ln(x)
+        out = ops.spiking_layer_norm(x, 64, ln.weight, ln.bias, ln.eps)
+    assert float((out - ref).abs().max()) < 2e-3 * float(ref.abs().max())
+    w = torch.rand(64, generator=gen) + 0.5
+    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+    assert float((ops.spiking_rms_norm(x, w) - ref).abs().max()) < 2e-3 * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("op", ["mul", "matmul", "softmax", "layer_norm", "rms_norm", "gelu"])
+def test_error_falls_as_t_grows(gen, op):
+    a = torch.randn(8, 16, 16, generator=gen) * 2
+    b = torch.randn(8, 16, 16, generator=gen)
+    exact = {
+        "mul": lambda t: (ops.spiking_mul(a, b, timesteps=t), a * b),
+        "matmul": lambda t: (ops.spiking_matmul(a, b, timesteps=t), a @ b),
+        "softmax": lambda t: (ops.spiking_softmax(a, timesteps=t), torch.softmax(a, -1)),
+        "layer_norm": lambda t: (ops.spiking_layer_norm(a, 16, timesteps=t), torch.nn.functional.layer_norm(a, (16,))),
+        "rms_norm": lambda t: (ops.spiking_rms_norm(a, timesteps=t), a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-6)),
+        "gelu": lambda t: (ops.spiking_activation("gelu", a, timesteps=t), torch.nn.functional.gelu(a)),
+    }[op]
+    errs = [float((o - r).abs().mean()) for o, r in (exact(t) for t in (8, 16))]
+    assert errs[1] < errs[0], errs
+
+
+def test_activations_and_swiglu(gen):
+    """The operator adds no error beyond its fitted neuron's own (measured on a dense grid)."""
+    x = torch.randn(100, generator=gen) * 2
+    grid = torch.linspace(-8, 8, 20001)
+    for name in ("gelu", "gelu_tanh", "silu", "tanh", "sigmoid"):
+        fn = mbe.get_function(name).fn
+        bound = float((mbe.get_neuron(name, timesteps=16)(grid) - fn(grid)).abs().max())
+        out = ops.spiking_activation(name, x)
+        assert out.shape == x.shape and float((out - fn(x)).abs().max()) <= bound + 1e-6, name
+        assert torch.equal(out, ops.spiking_activation(name, x, mode="event"))
+        wide = ops.spiking_activation(name, x, n_basis=8)  # the N=8 tables are more accurate
+        assert float((wide - fn(x)).abs().mean()) < float((out - fn(x)).abs().mean()), name
+    up = torch.randn(100, generator=gen)
+    ref = torch.nn.functional.silu(x) * up
+    silu_bound = float((mbe.get_neuron("silu", timesteps=16)(grid) - torch.nn.functional.silu(grid)).abs().max())
+    # the SiLU neuron's error scaled by |up|, plus the product's encoding error (small at T=16)
+    assert float((ops.spiking_swiglu(x, up) - ref).abs().max()) <= silu_bound * float(up.abs().max()) + 1e-3
+
+
+# ---------------------------------------------------------------- statistics
+def test_statistics_record_every_site(gen):
+    stats = ops.OpStats()
+    x = torch.randn(2, 4, 8, 8, generator=gen)
+    ops.spiking_softmax(x, stats=stats)
+    ops.spiking_layer_norm(x, 8, stats=stats)
+    ops.spiking_activation("gelu", x, stats=stats)
+    frame = stats.as_frame()
+    for key in ("softmax.exp2", "softmax.reciprocal", "softmax.product.a", "layer_norm.square.a",
+                "layer_norm.rsqrt", "layer_norm.product.a", "gelu"):
+        assert key in set(frame.site), key
+    assert ((frame.firing_rate > 0) & (frame.firing_rate <= 1)).all()
+    assert frame.set_index("site").loc["softmax.exp2", "elements"] == x.numel()
+    assert frame.set_index("site").loc["softmax.reciprocal", "elements"] == x.numel() // 8
+    assert stats.total("sops") > 0
+
+
+# ---------------------------------------------------------------- bad input
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="do not broadcast"):
+        ops.spiking_mul(torch.ones(3, 4), torch.ones(5))
+    with pytest.raises(ValueError, match="inner dimensions"):
+        ops.spiking_matmul(torch.ones(3, 4), torch.ones(5, 2))
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        ops.spiking_matmul(torch.ones(3), torch.ones(3, 2))
+    with pytest.raises(ValueError, match="normalized_shape"):
+        ops.spiking_layer_norm(torch.ones(2, 5), 4)
+    with pytest.raises(ValueError, match="mask"):
+        ops.spiking_softmax(torch.ones(2, 5), mask=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mode"):
+        ops.spiking_mul(torch.ones(2), torch.ones(2), mode="fast")
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: ops.spiking_mul(x, torch.ones_like(x)),
+    lambda x: ops.spiking_matmul(x.reshape(2, 2), torch.ones(2, 2)),
+    lambda x: ops.spiking_softmax(x),
+    lambda x: ops.spiking_layer_norm(x, 4),
+    lambda x: ops.spiking_rms_norm(x),
+    lambda x: ops.spiking_activation("gelu", x),
+])
+def test_nan_raises(call):
+    x = torch.tensor([1.0, float("nan"), 2.0, 3.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        call(x)
+
+
+def test_out_of_range_is_clamped_and_counted():
+    stats = ops.OpStats()
+    a = torch.tensor([0.5, 2.0, -3.0])
+    with pytest.warns(mbe.DomainWarning, match="clamped"):
+        out = ops.spiking_mul(a, torch.ones(3), ranges=((-1.0, 1.0), None), stats=stats)
+    assert stats.sites["mul.a"].saturated == 2
+    assert float(out[1]) == pytest.approx(1.0, abs=1e-3) and float(out[2]) == pytest.approx(-1.0, abs=1e-3)
+    with pytest.warns(mbe.DomainWarning):
+        ops.spiking_activation("gelu", torch.tensor([0.0, 50.0]), stats=stats)  # GELU domain ends at 10
+    assert stats.sites["gelu"].saturated == 1
+
+
+def test_no_warning_for_in_range_inputs(gen):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops.spiking_softmax(torch.randn(3, 7, generator=gen), causal=False)
+        ops.spiking_layer_norm(torch.randn(3, 7, generator=gen), 7)
+
+
+# ---------------------------------------------------------------- event-mode memory bound
+def test_event_tiles_respect_the_budget():
+    for shape in [(12, 197, 64, 197), (1, 4096, 64, 4096), (96, 1024, 64, 1024)]:
+        for budget in (16, 256):
+            bb, ll, mm, need = event_matmul_tiles(*shape, slots=128, budget_mb=budget)
+            assert need <= budget * 2**20 and bb >= 1 and ll >= 1 and mm >= 1
+    assert event_mul_chunk(10**9, 128, 256) * 4 * (6 * 128 + 4) <= 256 * 2**20
+    with pytest.raises(MemoryError, match="budget_mb"):
+        event_matmul_tiles(1, 1, 10**6, 1, slots=128, budget_mb=1)
