@@ -1,4 +1,5 @@
-"""Command line: ``fit`` regenerates neuron tables, ``tables`` checks them, ``reproduce`` runs the notebooks."""
+"""Command line: ``fit`` regenerates neuron tables, ``tables`` checks them, ``reproduce`` runs the
+notebooks, ``bench`` measures operator speed and memory against the exact ops."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +57,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_operators, write_report
+
+    frame = bench_operators(timesteps=tuple(args.timesteps), repeats=args.repeats,
+                            event_timesteps=tuple(args.event_timesteps))
+    csv, md = write_report(frame, args.out)
+    print(md.read_text())
+    print(f"wrote {csv} and {md}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mbe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--figures", default="figures")
     rep.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 01")
     rep.set_defaults(run=_cmd_reproduce)
+
+    bench = sub.add_parser("bench", help="operator benchmark: ratios to the exact torch ops, one run")
+    bench.add_argument("--timesteps", type=int, nargs="+", default=[8, 16])
+    bench.add_argument("--event-timesteps", type=int, nargs="*", default=[8])
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--out", default="results")
+    bench.set_defaults(run=_cmd_bench)
     return parser
 
 

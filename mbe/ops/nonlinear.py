@@ -11,7 +11,8 @@ Softmax (paper Eq. 13), over the last dim after an optional mask:
 where :math:`\otimes` is the spiking product of the two mantissas (both in [1, 2], so their
 encoding ranges are fixed and need no calibration) and the powers of two are exponent shifts.
 
-LayerNorm: :math:`\mu` and :math:`x - \mu` are linear; :math:`\sigma^2 = \tfrac1n \sum (x-\mu) \otimes (x-\mu)`;
+LayerNorm: :math:`\mu` and :math:`x - \mu` are linear (then, by default, each row is shifted by a power
+of two so its largest magnitude is in [0.5, 1)); :math:`\sigma^2 = \tfrac1n \sum (x-\mu) \otimes (x-\mu)`;
 :math:`\sigma^2 + \epsilon = M 2^{E}` with :math:`E` made even (:math:`M \in [0.5, 2)`);
 :math:`(x - \mu)/\sigma = \big((x-\mu) \otimes \mathrm{rsqrt}(M)\big) 2^{-E/2}`; then :math:`\gamma, \beta`
 as constants. RMSNorm is the same without the mean.
@@ -184,25 +185,54 @@ def _symmetric(x: Tensor, given: Range, what: str) -> tuple[float, float]:
     return resolve_range(x, (-bound, bound), what)
 
 
+def _spiking_normalize(v: Tensor, dims: tuple[int, ...], eps: float, rng_given: Range, row_scaling: bool,
+                       timesteps: int, n_basis, refine: int, name: str, **kw) -> Tensor:
+    """``v / sqrt(mean(v^2) + eps)`` over ``dims`` with spiking squares, rsqrt and product.
+
+    With ``row_scaling`` each row is first shifted by a power of two so its largest magnitude lies in
+    [0.5, 1) (an exponent shift, like the paper's softmax and rsqrt tricks): the identity encoding then
+    always spans [-1, 1] at full resolution whatever the token's scale, and since the result is
+    scale-invariant nothing needs shifting back (``eps`` is shifted with the row).
+    """
+    if row_scaling:
+        _, row_e = torch.frexp(v.abs().amax(dims, keepdim=True))
+        v = torch.ldexp(v, -row_e)
+        eps_row = torch.ldexp(torch.full_like(v.sum(dims, keepdim=True), eps), -2 * row_e)
+        rng = (-1.0, 1.0)
+    else:
+        eps_row = eps
+        rng = _symmetric(v, rng_given, f"{name}.input")
+    stats, mode, budget_mb, neurons = kw["stats"], kw["mode"], kw["budget_mb"], kw["neurons"]
+    mean_sq = spiking_mul(v, v, ranges=(rng, rng), name=f"{name}.square", timesteps=timesteps, **kw).mean(dims, keepdim=True)
+    rs, half_e = _even_exponent_rsqrt(mean_sq + eps_row, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode,
+                                      budget_mb, neurons)
+    return torch.ldexp(spiking_mul(v, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", timesteps=timesteps,
+                                   **kw), -half_e)
+
+
 def spiking_layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor] = None,
                        bias: Optional[Tensor] = None, eps: float = 1e-5, *, timesteps: int = 16,
-                       mode: str = "fused", centered_range: Range = None, n_basis: Optional[int] = None,
-                       stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
-                       refine: int = 1, name: str = "layer_norm",
+                       mode: str = "fused", centered_range: Range = None, row_scaling: bool = True,
+                       n_basis: Optional[int] = None, stats: Optional[OpStats] = None,
+                       budget_mb: float = DEFAULT_BUDGET_MB, refine: int = 1, name: str = "layer_norm",
                        neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
-    """Spiking LayerNorm (module docstring). ``centered_range`` is the calibrated encoding range of
-    :math:`x - \\mu` (default: symmetric around 0 at the input's own largest magnitude). ``refine``:
-    Newton steps on the rsqrt neuron (three spiking products per row each; ``0`` = the paper)."""
+    """Spiking LayerNorm (module docstring); returns a tensor shaped like ``x``.
+
+    Args:
+        normalized_shape, weight, bias, eps: as ``torch.nn.functional.layer_norm``.
+        row_scaling: shift each row by a power of two before encoding (the project's addition; see
+            :func:`_spiking_normalize`); ``False`` encodes :math:`x - \mu` over one range per site.
+        centered_range: with ``row_scaling=False``, the calibrated encoding range of :math:`x - \mu`
+            (default: symmetric around 0 at the input's own largest magnitude).
+        refine: Newton steps on the rsqrt neuron (three spiking products per row each; ``0`` = the paper).
+        timesteps, mode, n_basis, stats, budget_mb, neurons: as for the other operators.
+    """
     check_mode(mode)
     check_finite(x, name)
     dims = _norm_dims(x, normalized_shape, name)
     xc = x - x.mean(dims, keepdim=True)
-    rng = _symmetric(xc, centered_range, f"{name}.centered")
-    kw = dict(timesteps=timesteps, mode=mode, stats=stats, budget_mb=budget_mb, neurons=neurons)
-    var = spiking_mul(xc, xc, ranges=(rng, rng), name=f"{name}.square", **kw).mean(dims, keepdim=True)
-    rs, half_e = _even_exponent_rsqrt(var + eps, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode,
-                                       budget_mb, neurons)
-    y = torch.ldexp(spiking_mul(xc, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", **kw), -half_e)
+    y = _spiking_normalize(xc, dims, eps, centered_range, row_scaling, timesteps, n_basis, refine, name,
+                           mode=mode, stats=stats, budget_mb=budget_mb, neurons=neurons)
     if weight is not None:
         y = y * weight
     if bias is not None:
@@ -211,20 +241,16 @@ def spiking_layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], w
 
 
 def spiking_rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6, *, timesteps: int = 16,
-                     mode: str = "fused", input_range: Range = None, n_basis: Optional[int] = None,
-                     stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
-                     refine: int = 1, name: str = "rms_norm",
+                     mode: str = "fused", input_range: Range = None, row_scaling: bool = True,
+                     n_basis: Optional[int] = None, stats: Optional[OpStats] = None,
+                     budget_mb: float = DEFAULT_BUDGET_MB, refine: int = 1, name: str = "rms_norm",
                      neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
     """Spiking RMSNorm over the last dim (Llama): ``x / sqrt(mean(x^2) + eps) * weight``; arguments as
     :func:`spiking_layer_norm` (``input_range``: the calibrated encoding range of ``x``)."""
     check_mode(mode)
     check_finite(x, name)
-    rng = _symmetric(x, input_range, f"{name}.input")
-    kw = dict(timesteps=timesteps, mode=mode, stats=stats, budget_mb=budget_mb, neurons=neurons)
-    ms = spiking_mul(x, x, ranges=(rng, rng), name=f"{name}.square", **kw).mean(-1, keepdim=True)
-    rs, half_e = _even_exponent_rsqrt(ms + eps, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode,
-                                       budget_mb, neurons)
-    y = torch.ldexp(spiking_mul(x, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", **kw), -half_e)
+    y = _spiking_normalize(x, (-1,), eps, input_range, row_scaling, timesteps, n_basis, refine, name,
+                           mode=mode, stats=stats, budget_mb=budget_mb, neurons=neurons)
     return y * weight if weight is not None else y
 
 
