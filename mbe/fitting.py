@@ -431,12 +431,13 @@ def fit_neuron(target, domain=None, n_basis: Optional[int] = None, timesteps: in
 
 
 def fit_fs_neuron(target, domain=None, timesteps: int = 16, *, init: str = "binary",
-                  recipe: Union[str, FitRecipe] = "best", seed: int = 0,
+                  recipe: Union[str, FitRecipe] = "best", seed: int = 0, shift: bool = False,
                   eval_points: int = 10_000, **overrides) -> FitResult:
     """Fit the Few-Spikes baseline (3T free values) with the same loss, optimiser and budget.
 
     ``init``: ``"binary"`` (halving, the good one) or ``"random"``. The membrane starts at ``x``
-    (no shift). Under the ``best`` recipe ``d`` (the FS readout) and an output bias are solved by
+    (no shift) unless ``shift=True``, which starts it at ``x - low`` so signed inputs can be encoded
+    (what an FS identity encoder needs). Under the ``best`` recipe ``d`` (the FS readout) and an output bias are solved by
     least squares between gradient steps; under ``paper`` only gradients are used and there is no bias.
     """
     name, fn, domain = _resolve_target(target, domain)
@@ -452,8 +453,8 @@ def fit_fs_neuron(target, domain=None, timesteps: int = 16, *, init: str = "bina
     xf = x.float()
     # u[0] = x as in Stoeckl & Maass: the sign cut-off (a negative membrane never fires) is where FS
     # gets its ReLU-like shape; shifting the input into range would leave it a linear code of x.
-    offset = 0.0
-    in_range = max(abs(lo), abs(hi))
+    offset = lo if shift else 0.0
+    in_range = (hi - lo) if shift else max(abs(lo), abs(hi))
     out_range = float(y.abs().max())
     make = FSParameters.binary if init == "binary" else FSParameters.random
     kw = {"generator": gen} if init == "random" else {}

@@ -53,3 +53,22 @@ def plot_curves(curves: pd.DataFrame, functions, zoom: dict | None = None):
         ax_f.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_operator_errors(errors: pd.DataFrame, metric: str = "mean_rel"):
+    """Error vs T per operator: MBE solid, FS dashed, log scale."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    ops_ = list(dict.fromkeys(errors.operator))
+    palette = dict(zip(ops_, sns.color_palette("tab10", len(ops_))))
+    for (op, kind), grp in errors.groupby(["operator", "neuron"], sort=False):
+        grp = grp.sort_values("timesteps")
+        ax.plot(grp.timesteps, grp[metric], ls="-" if kind == "MBE" else "--", marker="o" if kind == "MBE" else "x",
+                color=palette[op], label=f"{op} ({kind})")
+    ax.set_yscale("log")
+    ax.set_xlabel("timesteps T")
+    ax.set_ylabel({"mean_rel": "mean |error| / mean |exact|", "max_rel_scale": "max |error| / max |exact|"}.get(metric, metric))
+    ax.set_title("Spiking operators vs exact ops (solid: MBE, dashed: FS)")
+    ax.legend(fontsize=6.5, ncol=2)
+    fig.tight_layout()
+    return fig

@@ -81,9 +81,11 @@ def error_row(out: torch.Tensor, ref: torch.Tensor) -> dict:
 
 
 def fs_neuron_set(timesteps: int, seed: int = 0, **fit_overrides) -> dict:
-    """FS neurons (binary init, best FS recipe) for every function the operators use."""
+    """FS neurons (binary init, best FS recipe) for every function the operators use; the identity
+    encoder's membrane starts at ``x + 1`` so it can encode signed operands."""
     names = ("identity", "exp2", "reciprocal", "rsqrt", "gelu", "silu")
-    return {n: fit_fs_neuron(n, timesteps=timesteps, seed=seed, **fit_overrides).neuron for n in names}
+    return {n: fit_fs_neuron(n, timesteps=timesteps, seed=seed, shift=(n == "identity"), **fit_overrides).neuron
+            for n in names}
 
 
 def operator_errors(timesteps: Sequence[int] = (8, 10, 12, 16), neuron_kinds: Sequence[str] = ("MBE", "FS"),
@@ -126,3 +128,43 @@ def softmax_row_sums(timesteps: Sequence[int] = (8, 10, 12, 16), inputs: dict | 
             rows.append({"timesteps": t, "refine": refine, "max_row_sum_error": float((p.sum(-1) - 1).abs().max()),
                          "max_abs_vs_torch": float((p - x["probs"]).abs().max())})
     return pd.DataFrame(rows)
+
+
+def event_vs_fused(timesteps: int = 16, inputs: dict | None = None, budget_mb: float = 64.0) -> pd.DataFrame:
+    """Both execution modes on the same inputs: max |difference| relative to the output scale, spike-pair
+    SOPs counted by each, and wall time."""
+    import time
+
+    x = inputs or synthetic_inputs()
+    rows = []
+    for name, (op, ref) in operator_cases(x).items():
+        res = {}
+        for mode in ("fused", "event"):
+            stats = ops.OpStats()
+            kw = {"timesteps": timesteps, "mode": mode, "stats": stats}
+            if not name.startswith(("gelu", "silu")):
+                kw["budget_mb"] = budget_mb
+            start = time.perf_counter()
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = op(**kw)
+            res[mode] = (out, time.perf_counter() - start, stats.total("sops"))
+        scale = float(ref().abs().max())
+        rows.append({"operator": name, "timesteps": timesteps,
+                     "max_diff_over_scale": float((res["fused"][0] - res["event"][0]).abs().max()) / scale,
+                     "sops_fused": res["fused"][2], "sops_event": res["event"][2],
+                     "fused_seconds": res["fused"][1], "event_seconds": res["event"][1], "event_budget_mb": budget_mb})
+    return pd.DataFrame(rows)
+
+
+def layer_spike_stats(timesteps: int = 16, inputs: dict | None = None) -> pd.DataFrame:
+    """Firing rates and SOPs per site for one synthetic ViT-like layer's nonlinear parts."""
+    x = inputs or synthetic_inputs()
+    stats = ops.OpStats()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, (op, _) in operator_cases(x).items():
+            if name in ("softmax (causal)", "rms_norm", "silu", "product (elementwise)"):
+                continue
+            op(timesteps=timesteps, stats=stats)
+    return stats.as_frame()

@@ -162,7 +162,7 @@ class SpikingNeuron(nn.Module):
                 )
         self.stats.calls += 1
         self.stats.elements += x.numel()
-        self.stats.spikes += int(res.spike_counts.sum())
+        self.stats.spikes += int(res.spike_counts.sum(dtype=torch.float64))
         self.stats.n_basis, self.stats.timesteps = self.n_basis, self.timesteps
         if not return_counts:
             res.spike_counts = None

@@ -89,7 +89,7 @@ def run_site_neuron(x: Tensor, function: str, timesteps: int, *, n_basis: Option
     warn_saturation(key, clamped, neuron.domain)
     if stats is not None:
         stats.add(key, neuron=function, n_basis=neuron.n_basis, timesteps=timesteps, elements=x.numel(),
-                  spikes=int(res.spike_counts.sum()), saturated=clamped)
+                  spikes=int(res.spike_counts.sum(dtype=torch.float64)), saturated=clamped)
     return res
 
 
@@ -116,12 +116,18 @@ class Encoded:
 
 def encode(x: Tensor, rng: tuple[float, float], timesteps: int, *, n_basis: Optional[int] = None,
            return_spikes: bool = False, neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Encoded:
-    """Encode ``x`` over ``rng`` with the identity neuron (see the module docstring)."""
+    """Encode ``x`` over ``rng`` with the identity neuron (see the module docstring).
+
+    The encoding runs in float64 whatever ``x``'s dtype: decoded values, intensities and spikes are
+    float64, so a product's ``fused`` result (from decoded values) and its ``event`` result (from spike
+    pairs) differ only at 1e-16 relative. That matters where a product feeds a neuron (LayerNorm's
+    variance into rsqrt): a neuron is a staircase, and a float32-level difference could move it a step.
+    """
     check_finite(x, "spiking operand")
     neuron = pick_neuron("identity", timesteps, n_basis, neurons)
     lo, hi = rng
     mid, half = (lo + hi) / 2, (hi - lo) / 2
-    z = (x - mid) / half
+    z = (x.double() - mid) / half
     res, saturated = neuron.evaluate(z, return_spikes=return_spikes)
     weight, bias, _ = neuron.readout()
     d, _, _ = neuron.kernels()

@@ -203,11 +203,13 @@ def _spiking_normalize(v: Tensor, dims: tuple[int, ...], eps: float, rng_given: 
         eps_row = eps
         rng = _symmetric(v, rng_given, f"{name}.input")
     stats, mode, budget_mb, neurons = kw["stats"], kw["mode"], kw["budget_mb"], kw["neurons"]
-    mean_sq = spiking_mul(v, v, ranges=(rng, rng), name=f"{name}.square", timesteps=timesteps, **kw).mean(dims, keepdim=True)
+    # float64 from the squares to the rsqrt neuron, so event and fused feed it the same number
+    mean_sq = spiking_mul(v, v, ranges=(rng, rng), name=f"{name}.square", timesteps=timesteps,
+                          out_dtype=torch.float64, **kw).mean(dims, keepdim=True)
     rs, half_e = _even_exponent_rsqrt(mean_sq + eps_row, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode,
                                       budget_mb, neurons)
     return torch.ldexp(spiking_mul(v, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", timesteps=timesteps,
-                                   **kw), -half_e)
+                                   out_dtype=v.dtype, **kw), -half_e)
 
 
 def spiking_layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor] = None,

@@ -41,13 +41,14 @@ def _record(stats: Optional[OpStats], key: str, enc, timesteps: int, n_elements:
 
 
 def _pairs_elementwise(ca: Tensor, cb: Tensor) -> int:
-    return int((ca * cb).sum())
+    return int((ca.double() * cb.double()).sum())
 
 
 def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused",
                 ranges: tuple[Range, Range] = (None, None), n_basis: Optional[int] = None,
                 stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB, name: str = "mul",
-                neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+                neurons: Optional[Mapping[str, SpikingNeuron]] = None, out_dtype: Optional[torch.dtype] = None
+                ) -> Tensor:
     """Elementwise spiking product ``a * b`` (broadcasting like ``torch.mul``).
 
     Args:
@@ -60,6 +61,7 @@ def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused
             (keys ``"<name>.a"``, ``"<name>.b"``).
         budget_mb: event mode's memory budget per tile.
         neurons: optional ``{"identity": neuron}`` replacing the shipped identity neuron (e.g. an FS one).
+        out_dtype: result dtype (default: the operands' promoted dtype; the arithmetic is float64).
     Returns:
         tensor of the broadcast shape.
     """
@@ -73,10 +75,11 @@ def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused
     if mode == "fused":
         ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
         eb = ea if (b is a and rb == ra) else encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
-        out = ea.decoded * eb.decoded
+        out = (ea.decoded * eb.decoded).to(out_dtype or torch.result_type(a, b))
         _finish(stats, name, ea, eb, timesteps, a, b, sops=_pairs_elementwise(ea.counts, eb.counts))
         return out
-    return _event_mul(a.expand(shape), b.expand(shape), ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
+    out = _event_mul(a.expand(shape), b.expand(shape), ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
+    return out.to(out_dtype or torch.result_type(a, b))
 
 
 def _finish(stats, name, ea, eb, timesteps, a, b, sops):
@@ -103,7 +106,7 @@ def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons
     numel = af.numel()
     k = encode(af[:1], ra, timesteps, n_basis=n_basis, neurons=neurons).intensity.numel()
     chunk = event_mul_chunk(numel, k, budget_mb)
-    out = torch.empty(numel, dtype=torch.result_type(a, b))
+    out = torch.empty(numel, dtype=torch.float64)
     sums = {"a_spikes": 0, "b_spikes": 0, "a_sat": 0, "b_sat": 0, "pairs": 0}
     for start in range(0, numel, chunk):
         sl = slice(start, start + chunk)
@@ -133,7 +136,8 @@ def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons
 def spiking_matmul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused",
                    ranges: tuple[Range, Range] = (None, None), n_basis: Optional[int] = None,
                    stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
-                   name: str = "matmul", neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+                   name: str = "matmul", neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+                   out_dtype: Optional[torch.dtype] = None) -> Tensor:
     """Spiking ``a @ b`` for two activation tensors, e.g. ``Q @ K^T`` and ``attn @ V`` with heads.
 
     Args:
@@ -159,15 +163,15 @@ def spiking_matmul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fu
     if mode == "fused":
         ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
         eb = encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
-        out = ea.decoded @ eb.decoded
+        out = (ea.decoded @ eb.decoded).to(out_dtype or torch.result_type(a, b))
         # spike pairs: sum over batch and d of (spikes of a's column d) * (spikes of b's row d)
-        sops = int((ea.counts.sum(-2) * eb.counts.sum(-1)).sum())  # broadcasts over batch dims too
+        sops = int((ea.counts.sum(-2) * eb.counts.sum(-1)).sum())  # broadcasts over batch dims; float64: exact
         _finish(stats, name, ea, eb, timesteps, a, b, sops=sops)
         return out
     a3 = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
     b3 = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
     out = _event_matmul(a3, b3, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
-    return out.reshape(*batch, a.shape[-2], b.shape[-1])
+    return out.reshape(*batch, a.shape[-2], b.shape[-1]).to(out_dtype or torch.result_type(a, b))
 
 
 def _tiles(total: int, size: int):
@@ -207,7 +211,7 @@ def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neur
     cols = b.shape[-1]
     k = encode(a[:1, :1, :1], ra, timesteps, n_basis=n_basis, neurons=neurons).intensity.numel()
     bb, ll, mm, _ = event_matmul_tiles(nb, rows, inner, cols, k, budget_mb, name)
-    out = torch.empty(nb, rows, cols, dtype=torch.result_type(a, b))
+    out = torch.empty(nb, rows, cols, dtype=torch.float64)
     tot = {"a_spikes": 0, "b_spikes": 0, "a_sat": 0, "b_sat": 0, "pairs": 0}
     for bs in _tiles(nb, bb):
         for ms in _tiles(cols, mm):
@@ -228,7 +232,7 @@ def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neur
                 lin = (ea.const * b_lin.sum(1, keepdim=True) + eb.const * a_lin.sum(-1, keepdim=True)
                        + inner * ea.const * eb.const)
                 out[bs, ls, ms] = pair + lin
-                tot["pairs"] += int((sa.sum(0) @ count_b).sum())
+                tot["pairs"] += int((sa.sum(0) @ count_b).sum())  # float64 spikes: exact
                 if ms.start == 0:
                     tot["a_spikes"] += int(sa.sum())
                     tot["a_sat"] += ea.saturated
