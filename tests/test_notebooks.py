@@ -56,3 +56,21 @@ def test_source_notebooks_carry_no_outputs():
             if cell["cell_type"] == "code":
                 assert not cell.get("outputs") and not cell.get("execution_count"), path.name
         assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells), path.name
+
+
+def test_operators_notebook_csvs(smoke_run):
+    res = smoke_run / "results"
+    err = pd.read_csv(res / "operator_errors.csv")
+    assert {"operator", "neuron", "timesteps", "max_abs", "mean_abs", "max_rel_scale", "mean_rel", "spikes",
+            "sops", "saturated"} <= set(err.columns)
+    assert err[["max_abs", "mean_abs", "mean_rel"]].map(math.isfinite).all().all()
+    mbe_err = err[err.neuron == "MBE"].pivot_table(index="operator", columns="timesteps", values="mean_rel")
+    for op in ("QK^T (matmul)", "attn V (matmul)", "softmax", "layer_norm", "rms_norm", "product (elementwise)"):
+        assert mbe_err.loc[op, 16] < mbe_err.loc[op, 8], op  # error falls as T grows
+    agree = pd.read_csv(res / "event_vs_fused.csv")
+    assert (agree.max_diff_over_scale <= 1e-5).all() and (agree.sops_fused == agree.sops_event).all()
+    sums = pd.read_csv(res / "softmax_row_sums.csv")
+    assert float(sums[(sums.timesteps == 16) & (sums.refine == 1)].max_row_sum_error.iloc[0]) < 1e-3
+    spikes = pd.read_csv(res / "operator_spike_stats.csv")
+    assert ((spikes.firing_rate > 0) & (spikes.firing_rate <= 1)).all()
+    assert (smoke_run / "figures" / "operator_error_vs_t.png").stat().st_size > 10_000

@@ -234,6 +234,6 @@ def test_event_tiles_respect_the_budget():
         for budget in (16, 256):
             bb, ll, mm, need = event_matmul_tiles(*shape, slots=128, budget_mb=budget)
             assert need <= budget * 2**20 and bb >= 1 and ll >= 1 and mm >= 1
-    assert event_mul_chunk(10**9, 128, 256) * 4 * (6 * 128 + 4) <= 256 * 2**20
+    assert event_mul_chunk(10**9, 128, 256) * 8 * (6 * 128 + 4) <= 256 * 2**20
     with pytest.raises(MemoryError, match="budget_mb"):
         event_matmul_tiles(1, 1, 10**6, 1, slots=128, budget_mb=1)

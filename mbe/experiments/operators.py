@@ -168,3 +168,16 @@ def layer_spike_stats(timesteps: int = 16, inputs: dict | None = None) -> pd.Dat
                 continue
             op(timesteps=timesteps, stats=stats)
     return stats.as_frame()
+
+
+def norm_row_scaling(timesteps: Sequence[int] = (8, 10, 12, 16), inputs: dict | None = None) -> pd.DataFrame:
+    """LayerNorm error with one encoding range per site (the paper) against per-row power-of-two scaling."""
+    x = inputs or synthetic_inputs()
+    h, w, b = x["hidden"], x["ln_weight"], x["ln_bias"]
+    ref = torch.nn.functional.layer_norm(h, (h.shape[-1],), w, b, 1e-6)
+    rows = []
+    for t in timesteps:
+        for row_scaling in (False, True):
+            out = ops.spiking_layer_norm(h, h.shape[-1], w, b, 1e-6, timesteps=t, row_scaling=row_scaling)
+            rows.append({"timesteps": t, "row_scaling": row_scaling, **error_row(out, ref)})
+    return pd.DataFrame(rows)

@@ -94,9 +94,9 @@ def _finish(stats, name, ea, eb, timesteps, a, b, sops):
 
 
 def event_mul_chunk(numel: int, slots: int, budget_mb: float) -> int:
-    """Elements per chunk in event mode: two spike trains ``[K]`` per element (with simulate's transient
-    copies), ``D S^b`` and the output, within the budget (at least one element)."""
-    per_elem = 4 * (6 * slots + 4)
+    """Elements per chunk in event mode: two float64 spike trains ``[K]`` per element (with simulate's
+    transient copies), ``D S^b`` and the output, within the budget (at least one element)."""
+    per_elem = 8 * (6 * slots + 4)  # float64
     return max(1, min(numel, int(budget_mb * 2**20 // per_elem)))
 
 
@@ -189,7 +189,7 @@ def event_matmul_tiles(batch: int, rows: int, inner: int, cols: int, slots: int,
     budget = budget_mb * 2**20
 
     def tile_bytes(bb, ll, mm):
-        return 4 * (3 * slots * bb * ll * inner + 4 * slots * bb * inner * mm + 2 * bb * ll * mm)
+        return 8 * (3 * slots * bb * ll * inner + 4 * slots * bb * inner * mm + 2 * bb * ll * mm)  # float64
 
     bb, ll, mm = batch, rows, cols
     while tile_bytes(bb, ll, mm) > budget and (bb, ll, mm) != (1, 1, 1):
