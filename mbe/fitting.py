@@ -330,6 +330,50 @@ def _fit_ramps(x: Tensor, y: Tensor, n_basis: int, domain, restarts: int, steps:
     return lo + c.detach()[best] * width, ll.detach()[best].exp() * width
 
 
+def _training_samples(name: str, fn: Callable, domain, rec: FitRecipe, seed: int):
+    """``samples`` uniform random points of the domain (seeded) and the target there (float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = domain
+    x = lo + (hi - lo) * torch.rand(rec.samples, generator=gen, dtype=torch.float64)
+    y = fn(x).double()
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"target {name!r} is not finite everywhere on {domain}; choose a narrower domain")
+    return gen, x, y
+
+
+def _descend(tensors: list, surrogate_loss: Callable[[], Tensor], exact_loss: Callable[[], float],
+             snapshot: Callable[[], object], rec: FitRecipe, desc: str, progress: bool):
+    """Adam with exponential lr decay through the surrogate gradient; every ``ls_every`` steps (and at
+    the end) ``exact_loss`` (which may re-solve the readout) is measured and the best state kept.
+
+    Returns ``(best exact loss, snapshot of the best state, history of exact losses)``.
+    """
+    best = exact_loss()
+    snap = snapshot()
+    history = [best]
+    if not tensors:
+        return best, snap, history
+    opt = torch.optim.Adam(tensors, lr=rec.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, rec.lr_decay)
+    steps = range(rec.epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=desc, leave=False)
+    for step in steps:
+        loss = surrogate_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % rec.ls_every == 0 or step == rec.epochs - 1:
+            cur = exact_loss()
+            history.append(cur)
+            if cur < best:
+                best, snap = cur, snapshot()
+    return best, snap, history
+
+
 # --------------------------------------------------------------------------------------------
 # public fitting API
 # --------------------------------------------------------------------------------------------
@@ -359,12 +403,8 @@ def fit_neuron(target, domain=None, n_basis: Optional[int] = None, timesteps: in
     validate_counts(n_basis, timesteps)
     rec = replace(get_recipe(recipe), **overrides) if overrides else get_recipe(recipe)
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
+    gen, x, y = _training_samples(name, fn, domain, rec, seed)
     lo, hi = domain
-    x = lo + (hi - lo) * torch.rand(rec.samples, generator=gen, dtype=torch.float64)
-    y = fn(x).double()
-    if not bool(torch.isfinite(y).all()):
-        raise ValueError(f"target {name!r} is not finite everywhere on {domain}; choose a narrower domain")
     xf = x.float()
 
     jitter = 0.1 * torch.randn(n_basis, generator=gen, dtype=torch.float64)
@@ -396,33 +436,15 @@ def fit_neuron(target, domain=None, n_basis: Optional[int] = None, timesteps: in
             out = simulate(xf, d, r, vth, p.weight.float(), float(p.bias), p.input_offset.float()).output
             return float(((out.double() - y) ** 2).mean())
 
-    best_loss = exact_loss_and_ls()
-    best_snap = state.snapshot()
-    history = [best_loss]
-    tensors = state.tensors()
-    if tensors:
-        opt = torch.optim.Adam(tensors, lr=rec.lr)
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, rec.lr_decay)
-        steps = range(rec.epochs)
-        if progress:
-            from tqdm.auto import tqdm
+    def surrogate_loss() -> Tensor:
+        p = state.params()
+        d, r, vth = (k.float() for k in p.kernels(timesteps))
+        out = simulate(xf, d, r, vth, p.weight.float(), p.bias.float(), p.input_offset.float(),
+                       spike_fn=surrogate).output
+        return ((out.double() - y) ** 2).mean()
 
-            steps = tqdm(steps, desc=f"fit {name} N={n_basis} T={timesteps}", leave=False)
-        for step in steps:
-            p = state.params()
-            d, r, vth = (k.float() for k in p.kernels(timesteps))
-            out = simulate(xf, d, r, vth, p.weight.float(), p.bias.float(), p.input_offset.float(),
-                           spike_fn=surrogate).output
-            loss = ((out.double() - y) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            if (step + 1) % rec.ls_every == 0 or step == rec.epochs - 1:
-                cur = exact_loss_and_ls()
-                history.append(cur)
-                if cur < best_loss:
-                    best_loss, best_snap = cur, state.snapshot()
+    best_loss, best_snap, history = _descend(state.tensors(), surrogate_loss, exact_loss_and_ls, state.snapshot,
+                                             rec, f"fit {name} N={n_basis} T={timesteps}", progress)
     state.restore(best_snap)
     params = MBEParameters(**{k: v.detach().float() for k, v in vars(state.params()).items()})
     neuron = MBENeuron(params, timesteps, function=name, domain=domain)
@@ -446,10 +468,8 @@ def fit_fs_neuron(target, domain=None, timesteps: int = 16, *, init: str = "bina
         raise ValueError(f"init must be 'binary' or 'random', got {init!r}")
     rec = replace(get_recipe(recipe), **overrides) if overrides else get_recipe(recipe)
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
+    gen, x, y = _training_samples(name, fn, domain, rec, seed)
     lo, hi = domain
-    x = lo + (hi - lo) * torch.rand(rec.samples, generator=gen, dtype=torch.float64)
-    y = fn(x).double()
     xf = x.float()
     # u[0] = x as in Stoeckl & Maass: the sign cut-off (a negative membrane never fires) is where FS
     # gets its ReLU-like shape; shifting the input into range would leave it a linear code of x.
@@ -481,25 +501,17 @@ def fit_fs_neuron(target, domain=None, timesteps: int = 16, *, init: str = "bina
                            one, float(bias), off).output
             return float(((out.double() - y) ** 2).mean())
 
-    best = exact()
-    snap = ({k: v.detach().clone() for k, v in raw.items()}, bias.detach().clone())
-    history = [best]
-    tensors = [v for v in (*raw.values(), bias) if v.requires_grad]
-    opt = torch.optim.Adam(tensors, lr=rec.lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, rec.lr_decay)
-    for step in range(rec.epochs):
+    def surrogate_loss() -> Tensor:
         out = simulate(xf, raw["d"][None].float(), raw["r"][None].float(), raw["vth"][None].float(),
                        one, bias.float(), off, spike_fn=surrogate).output
-        loss = ((out.double() - y) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if (step + 1) % rec.ls_every == 0 or step == rec.epochs - 1:
-            cur = exact()
-            history.append(cur)
-            if cur < best:
-                best, snap = cur, ({k: v.detach().clone() for k, v in raw.items()}, bias.detach().clone())
+        return ((out.double() - y) ** 2).mean()
+
+    def snapshot():
+        return {k: v.detach().clone() for k, v in raw.items()}, bias.detach().clone()
+
+    tensors = [v for v in (*raw.values(), bias) if v.requires_grad]
+    best, snap, history = _descend(tensors, surrogate_loss, exact, snapshot, rec, f"fit FS {name} T={timesteps}",
+                                   False)
     vals, b = snap
     params = FSParameters(d=vals["d"].float(), r=vals["r"].float(), vth=vals["vth"].float(),
                           bias=b.float(), input_offset=torch.tensor(float(offset)))
