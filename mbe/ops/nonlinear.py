@@ -218,7 +218,7 @@ def spiking_layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], w
                        n_basis: Optional[int] = None, stats: Optional[OpStats] = None,
                        budget_mb: float = DEFAULT_BUDGET_MB, refine: int = 1, name: str = "layer_norm",
                        neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
-    """Spiking LayerNorm (module docstring); returns a tensor shaped like ``x``.
+    r"""Spiking LayerNorm (module docstring); returns a tensor shaped like ``x``.
 
     Args:
         normalized_shape, weight, bias, eps: as ``torch.nn.functional.layer_norm``.
