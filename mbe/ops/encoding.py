@@ -75,6 +75,7 @@ def resolve_range(x: Tensor, given: Range, what: str) -> tuple[float, float]:
 
 def warn_saturation(what: str, count: int, rng) -> None:
     if count:
+        rng = tuple(round(float(v), 6) for v in rng)
         warnings.warn(f"{what}: {count} input(s) fell outside the encoding range {rng} and were clamped "
                       f"(counted as saturated in the op statistics); recalibrate the range if they matter.",
                       DomainWarning, stacklevel=4)
@@ -100,7 +101,7 @@ class Encoded:
     Attributes:
         decoded: :math:`\\hat x`, shaped like the input.
         counts: spikes per element, shaped like the input.
-        const: :math:`A_0` (scalar tensor).
+        const: :math:`A_0` (scalar tensor; shaped like the input with ``silent_zeros``).
         intensity: :math:`D_k`, ``[K]`` with ``K = N * T`` (slot order ``n * T + t``).
         spikes: ``[K, ...]`` binary spike trains, only when requested.
         saturated: inputs clamped at the range.
@@ -115,13 +116,17 @@ class Encoded:
 
 
 def encode(x: Tensor, rng: tuple[float, float], timesteps: int, *, n_basis: Optional[int] = None,
-           return_spikes: bool = False, neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Encoded:
+           return_spikes: bool = False, neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+           silent_zeros: bool = False) -> Encoded:
     """Encode ``x`` over ``rng`` with the identity neuron (see the module docstring).
 
     The encoding runs in float64 whatever ``x``'s dtype: decoded values, intensities and spikes are
     float64, so a product's ``fused`` result (from decoded values) and its ``event`` result (from spike
     pairs) differ only at 1e-16 relative. That matters where a product feeds a neuron (LayerNorm's
     variance into rsqrt): a neuron is a staircase, and a float32-level difference could move it a step.
+
+    ``silent_zeros``: elements exactly 0 emit no spikes and decode to exactly 0 (their constant term
+    is dropped too), e.g. masked attention probabilities, so masked keys contribute nothing.
     """
     check_finite(x, "spiking operand")
     neuron = pick_neuron("identity", timesteps, n_basis, neurons)
@@ -134,5 +139,10 @@ def encode(x: Tensor, rng: tuple[float, float], timesteps: int, *, n_basis: Opti
     dtype = res.output.dtype
     intensity = (half * weight.to(dtype)[:, None] * d.to(dtype)).reshape(-1)
     spikes = res.spikes.reshape(-1, *x.shape) if res.spikes is not None else None
-    return Encoded(decoded=mid + half * res.output, counts=res.spike_counts,
-                   const=mid + half * bias.to(dtype), intensity=intensity, spikes=spikes, saturated=saturated)
+    decoded, counts, const = mid + half * res.output, res.spike_counts, mid + half * bias.to(dtype)
+    if silent_zeros:
+        keep = (x != 0).to(dtype)
+        decoded, counts, const = decoded * keep, counts * keep, const * keep
+        spikes = spikes * keep if spikes is not None else None
+    return Encoded(decoded=decoded, counts=counts, const=const, intensity=intensity, spikes=spikes,
+                   saturated=saturated)

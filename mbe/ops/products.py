@@ -76,16 +76,16 @@ def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused
         ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
         eb = ea if (b is a and rb == ra) else encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
         out = (ea.decoded * eb.decoded).to(out_dtype or torch.result_type(a, b))
-        _finish(stats, name, ea, eb, timesteps, a, b, sops=_pairs_elementwise(ea.counts, eb.counts))
+        _finish(stats, name, ea, eb, timesteps, a, b, sops=_pairs_elementwise(ea.counts, eb.counts), ra=ra, rb=rb)
         return out
     out = _event_mul(a.expand(shape), b.expand(shape), ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
     return out.to(out_dtype or torch.result_type(a, b))
 
 
-def _finish(stats, name, ea, eb, timesteps, a, b, sops):
-    warn_saturation(f"{name}.a", ea.saturated, "its range")
+def _finish(stats, name, ea, eb, timesteps, a, b, sops, ra, rb):
+    warn_saturation(f"{name}.a", ea.saturated, ra)
     if eb is not ea:
-        warn_saturation(f"{name}.b", eb.saturated, "its range")
+        warn_saturation(f"{name}.b", eb.saturated, rb)
     if stats is not None:
         _record(stats, f"{name}.a", ea, timesteps, a.numel())
         if eb is not ea:
@@ -137,13 +137,15 @@ def spiking_matmul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fu
                    ranges: tuple[Range, Range] = (None, None), n_basis: Optional[int] = None,
                    stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
                    name: str = "matmul", neurons: Optional[Mapping[str, SpikingNeuron]] = None,
-                   out_dtype: Optional[torch.dtype] = None) -> Tensor:
+                   out_dtype: Optional[torch.dtype] = None, silent_zeros: bool = False) -> Tensor:
     """Spiking ``a @ b`` for two activation tensors, e.g. ``Q @ K^T`` and ``attn @ V`` with heads.
 
     Args:
         a: ``[..., L, D]``; b: ``[..., D, M]``; batch dims broadcast like ``torch.matmul``.
         Others as :func:`spiking_mul`. SOPs count every coincident spike pair (``a[l, d]`` slot with
         ``b[d, m]`` slot) over the contraction.
+        silent_zeros: exact zeros in ``a`` emit no spikes and contribute exactly 0 (masked attention
+            probabilities: a padded key changes nothing).
     Returns:
         ``[..., L, M]``.
     """
@@ -161,16 +163,16 @@ def spiking_matmul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fu
     ra = resolve_range(a, ranges[0], f"{name}.a")
     rb = resolve_range(b, ranges[1], f"{name}.b")
     if mode == "fused":
-        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
+        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
         eb = encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
         out = (ea.decoded @ eb.decoded).to(out_dtype or torch.result_type(a, b))
         # spike pairs: sum over batch and d of (spikes of a's column d) * (spikes of b's row d)
         sops = int((ea.counts.sum(-2) * eb.counts.sum(-1)).sum())  # broadcasts over batch dims; float64: exact
-        _finish(stats, name, ea, eb, timesteps, a, b, sops=sops)
+        _finish(stats, name, ea, eb, timesteps, a, b, sops=sops, ra=ra, rb=rb)
         return out
     a3 = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
     b3 = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
-    out = _event_matmul(a3, b3, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
+    out = _event_matmul(a3, b3, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons, silent_zeros)
     return out.reshape(*batch, a.shape[-2], b.shape[-1]).to(out_dtype or torch.result_type(a, b))
 
 
@@ -206,7 +208,7 @@ def event_matmul_tiles(batch: int, rows: int, inner: int, cols: int, slots: int,
     return bb, ll, mm, tile_bytes(bb, ll, mm)
 
 
-def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons):
+def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons, silent_zeros=False):
     nb, rows, inner = a.shape
     cols = b.shape[-1]
     k = encode(a[:1, :1, :1], ra, timesteps, n_basis=n_basis, neurons=neurons).intensity.numel()
@@ -222,15 +224,17 @@ def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neur
             count_b = sb.sum(0)  # spikes per b element, [bb, D, mm]
             b_lin = (eb.intensity @ sb.reshape(k, -1)).reshape(sb.shape[1:])  # sum_j D^b_j S^b_j
             for ls in _tiles(rows, ll):
-                ea = encode(a[bs, ls, :], ra, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons)
+                ea = encode(a[bs, ls, :], ra, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons,
+                            silent_zeros=silent_zeros)
                 sa = ea.spikes  # [K, bb, ll, D]
                 dmat = ea.intensity[:, None] * eb.intensity[None, :]
                 y = (dmat @ sb.reshape(k, -1)).reshape(sb.shape)  # [K, bb, D, mm]: sum_j D_kj S^b_j
                 # pair accumulation sum_k S^a_k @ Y_k, contracted over k and d together
                 pair = torch.einsum("kbld,kbdm->blm", sa, y)
                 a_lin = torch.einsum("k,kbld->bld", ea.intensity, sa)
-                lin = (ea.const * b_lin.sum(1, keepdim=True) + eb.const * a_lin.sum(-1, keepdim=True)
-                       + inner * ea.const * eb.const)
+                # constant terms: A0 (a scalar, or per element with silent zeros) against b, and B0 against a
+                a0 = ea.const.expand(a_lin.shape)
+                lin = a0 @ b_lin + eb.const * (a0 + a_lin).sum(-1, keepdim=True)
                 out[bs, ls, ms] = pair + lin
                 tot["pairs"] += int((sa.sum(0) @ count_b).sum())  # float64 spikes: exact
                 if ms.start == 0:

@@ -1,0 +1,184 @@
+"""Conversion of tiny randomly initialised transformers models of all five architectures (offline)."""
+import warnings
+
+import pytest
+import torch
+from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                          LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification, ViTConfig,
+                          ViTForImageClassification)
+
+import mbe
+from mbe import ops
+
+IDS = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+PAD = torch.ones(2, 9, dtype=torch.long)
+PAD[1, 6:] = 0
+
+
+def tiny(arch: str):
+    torch.manual_seed(0)
+    if arch == "vit":
+        cfg = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=3)
+        return ViTForImageClassification(cfg), {"pixel_values": torch.randn(2, 3, 16, 16)}
+    if arch == "bert":
+        cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=32, num_labels=2)
+        return BertForSequenceClassification(cfg), {"input_ids": IDS, "attention_mask": PAD}
+    if arch == "roberta":
+        cfg = RobertaConfig(vocab_size=110, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=40, num_labels=2, pad_token_id=1)
+        return RobertaForSequenceClassification(cfg), {"input_ids": IDS + 2, "attention_mask": PAD}
+    if arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32)), \
+            {"input_ids": IDS}
+    if arch == "llama":
+        cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+        return LlamaForCausalLM(cfg), {"input_ids": IDS}
+    raise ValueError(arch)
+
+
+ARCHS = ["vit", "bert", "roberta", "gpt2", "llama"]
+# sites per tiny model: attention, norm, activation, gated product
+EXPECTED_SITES = {"vit": (2, 5, 2, 0), "bert": (2, 5, 3, 0), "roberta": (2, 5, 3, 0), "gpt2": (2, 5, 2, 0),
+                  "llama": (2, 5, 2, 2)}
+
+
+def logits(model, batch):
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_site_is_wired(arch):
+    """With every site but the activations spiking, T=16 matches the ANN to ~1e-4 of the logit scale
+    (products, softmax and norms are that accurate); a mis-wired site would not."""
+    model, batch = tiny(arch)
+    model.eval()
+    snn = mbe.convert(model, [batch], mbe.ConversionConfig(convert=("attention", "norm", "gated_product")),
+                      progress=False)
+    ann, out = logits(model, batch), logits(snn, batch)
+    assert out.shape == ann.shape
+    assert float((out - ann).abs().max()) < 1e-3 * float(ann.abs().max())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_full_conversion_runs_and_reports_every_site(arch):
+    model, batch = tiny(arch)
+    model.eval()
+    snn = mbe.convert(model, [batch], progress=False)
+    ann, out = logits(model, batch), logits(snn, batch)
+    assert torch.isfinite(out).all() and out.shape == ann.shape
+    report = mbe.conversion_report(snn)
+    counts = tuple(int((report.kind == k).sum()) for k in ("attention", "norm", "activation", "gated_product"))
+    assert counts == EXPECTED_SITES[arch], report[["site", "kind"]]
+    sites = report[report.kind.isin(["attention", "norm", "activation", "gated_product"])]
+    assert sites.spiking.all() and (sites.spikes > 0).all()
+    assert ((sites.firing_rate > 0) & (sites.firing_rate <= 1)).all()
+    assert (sites.ranges.str.len() > 0).all()
+    assert (report.kind == "analog (linear)").any()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_weights_untouched_and_ann_still_usable(arch):
+    model, batch = tiny(arch)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ann_before = logits(model, batch)
+    snn = mbe.convert(model, [batch], progress=False)
+    logits(snn, batch)
+    after_snn = snn.state_dict()
+    assert set(after_snn) == set(before), set(after_snn) ^ set(before)
+    for k, v in before.items():
+        assert torch.equal(model.state_dict()[k], v), k  # the ANN is untouched
+        assert torch.equal(after_snn[k], v), k  # and the SNN carries the same bits
+    assert torch.equal(logits(model, batch), ann_before)
+    assert model.config._attn_implementation != "mbe_spiking"
+
+
+def test_changing_t_reuses_calibration():
+    model, batch = tiny("gpt2")
+    snn = mbe.convert(model, [batch], progress=False)
+    ranges = {n: dict(s.ranges) for n, s in snn.mbe_state.sites.items()}
+    errs = {}
+    for t in (8, 16):
+        mbe.set_timesteps(snn, t)
+        errs[t] = float((logits(snn, batch) - logits(model, batch)).abs().mean())
+    assert {n: dict(s.ranges) for n, s in snn.mbe_state.sites.items()} == ranges
+    assert snn.mbe_state.config.timesteps == 16 and errs[16] < errs[8]
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_padded_rows_equal_unpadded(arch):
+    """A padded row gives the same result as the same tokens alone (masked keys contribute nothing)."""
+    model, batch = tiny(arch)
+    model.eval()
+    if arch == "llama":
+        batch = {"input_ids": IDS, "attention_mask": PAD}
+    snn = mbe.convert(model, [batch], progress=False)
+    full = logits(snn, batch)
+    alone = {k: v[1:, :6] for k, v in batch.items()}
+    short = logits(snn, alone)
+    if arch == "bert":
+        assert torch.allclose(full[1], short[0], atol=1e-6)
+    else:  # causal LM: compare the 6 real positions
+        assert torch.allclose(full[1, :6], short[0], atol=1e-5)
+
+
+def test_causal_mask_is_respected():
+    """Changing a later token must not change earlier positions' outputs in a causal LM."""
+    model, batch = tiny("gpt2")
+    snn = mbe.convert(model, [batch], progress=False)
+    ids2 = batch["input_ids"].clone()
+    ids2[:, -1] = (ids2[:, -1] + 1) % 100
+    a, b = logits(snn, batch), logits(snn, {"input_ids": ids2})
+    assert torch.equal(a[:, :-1], b[:, :-1])
+
+
+def test_unsupported_module_and_architecture():
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=32, hidden_act="relu2")
+    model = BertForSequenceClassification(cfg)
+    batch = {"input_ids": IDS}
+    with pytest.raises(ValueError, match=r"no spiking operator for module\(s\).*intermediate_act_fn"):
+        mbe.convert(model, [batch], progress=False)
+    snn = mbe.convert(model, [batch], mbe.ConversionConfig(allow_partial=True), progress=False)
+    report = mbe.conversion_report(snn)
+    assert report[report.kind == "analog"].site.str.contains("intermediate_act_fn").all()
+    with pytest.raises(ValueError, match="unsupported architecture Sequential"):
+        mbe.convert(torch.nn.Sequential(torch.nn.Linear(2, 2)), [{}], progress=False)
+    with pytest.raises(ValueError, match="calibration is empty"):
+        mbe.convert(tiny("gpt2")[0], [], progress=False)
+
+
+def test_partial_conversion_by_kind_and_name():
+    model, batch = tiny("vit")
+    snn = mbe.convert(model, [batch], mbe.ConversionConfig(convert=("attention",), exclude=("1.attention",)),
+                      progress=False)
+    logits(snn, batch)
+    report = mbe.conversion_report(snn).set_index("site")
+    spiking = report[report.spiking == True]  # noqa: E712
+    assert list(spiking.kind.unique()) == ["attention"] and len(spiking) == 1
+
+
+def test_event_mode_matches_fused_on_a_model():
+    model, batch = tiny("bert")
+    fused = mbe.convert(model, [batch], progress=False)
+    event = mbe.convert(model, [batch], mbe.ConversionConfig(mode="event", budget_mb=8), progress=False)
+    a, b = logits(fused, batch), logits(event, batch)
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+
+
+def test_silent_zeros_in_matmul():
+    g = torch.Generator().manual_seed(1)
+    p = torch.softmax(torch.randn(3, 5, 7, generator=g), -1)
+    p[..., 5:] = 0
+    v = torch.randn(3, 7, 4, generator=g)
+    for mode in ("fused", "event"):
+        full = ops.spiking_matmul(p, v, ranges=((0, 1), (-6, 6)), silent_zeros=True, mode=mode)
+        cut = ops.spiking_matmul(p[..., :5].contiguous(), v[:, :5].contiguous(), ranges=((0, 1), (-6, 6)),
+                                 silent_zeros=True, mode=mode)
+        assert torch.allclose(full, cut, atol=1e-7), mode
