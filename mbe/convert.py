@@ -48,6 +48,10 @@ class ConversionConfig:
         allow_partial: list unknown nonlinear modules as analog instead of raising.
         refine, row_scaling: the operators' switches (``0``/``False`` = the paper).
         budget_mb: event mode's memory budget per tile.
+        activation_domain: ``"table"`` uses the shipped neurons on the paper's domains (no fitting);
+            ``"calibrated"`` fits one neuron per activation function on the union of its sites'
+            calibrated intervals (best recipe, a few seconds each, cached per T), far more accurate where
+            activations are small; :func:`set_timesteps` then fits for a new T once.
     """
 
     timesteps: int = 16
@@ -60,8 +64,12 @@ class ConversionConfig:
     refine: int = 1
     row_scaling: bool = True
     budget_mb: float = 256.0
+    activation_domain: str = "table"
 
     def __post_init__(self):
+        if self.activation_domain not in ("table", "calibrated"):
+            raise ValueError(f"ConversionConfig.activation_domain must be 'table' or 'calibrated', "
+                             f"got {self.activation_domain!r}")
         ops.encoding.check_mode(self.mode)
         unknown = set(self.convert) - set(SITE_KINDS)
         if unknown:
@@ -103,6 +111,30 @@ class ConversionState:
         self.sites: dict[str, Site] = {}
         self.calibrating = False
         self.analog: list[tuple[str, str]] = []
+        self.fitted: dict[tuple[str, int], object] = {}  # (function, T) -> neuron fitted on calibrated domain
+
+    def fit_activation_neurons(self) -> None:
+        """Under ``activation_domain='calibrated'``, fit every activation function's neuron for the current T."""
+        for fn in sorted({s.operator.split("'")[1] for s in self.sites.values() if s.kind == "activation"}):
+            self.activation_neurons(fn)
+
+    def activation_neurons(self, function: str) -> Optional[dict]:
+        """``{function: neuron}`` for :func:`mbe.ops.spiking_activation` under ``activation_domain='calibrated'``."""
+        cfg = self.config
+        if cfg.activation_domain == "table":
+            return None
+        key = (function, cfg.timesteps)
+        if key not in self.fitted:
+            from .fitting import fit_neuron
+
+            spans = [s.range("input", cfg.calibration_margin) for s in self.sites.values()
+                     if s.kind == "activation" and s.operator == f"spiking_activation({function!r})" and s.ranges]
+            if not spans:
+                return None
+            lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+            self.fitted[key] = fit_neuron(function, domain=(lo, hi), n_basis=cfg.n_basis.get(function),
+                                          timesteps=cfg.timesteps).neuron
+        return {function: self.fitted[key]}
 
     def site(self, name: str, kind: str, operator: str) -> Site:
         if name not in self.sites:
@@ -186,6 +218,7 @@ class SpikingActivation(nn.Module):
                 self.site.observe("input", x)
             return self.exact(x)
         return ops.spiking_activation(self.function, x, n_basis=cfg.n_basis.get(self.function),
+                                      neurons=self.state.activation_neurons(self.function),
                                       **self.state.op_kwargs(self.site))
 
     def extra_repr(self) -> str:
@@ -345,6 +378,7 @@ def convert(model: nn.Module, calibration: Iterable[dict], config: Optional[Conv
     snn.set_attn_implementation(ATTENTION_NAME)
     snn.mbe_state = state
     calibrate(snn, calibration, progress=progress)
+    state.fit_activation_neurons()
     return snn
 
 
@@ -412,9 +446,11 @@ def calibrate(snn: nn.Module, calibration: Iterable[dict], progress: bool = True
 
 
 def set_timesteps(snn: nn.Module, timesteps: int) -> nn.Module:
-    """Change T in place, reusing the calibration (no refit, no recalibration)."""
+    """Change T in place, reusing the calibration (no recalibration; no refit with the shipped tables,
+    one fit per activation function under ``activation_domain='calibrated'``)."""
     state: ConversionState = snn.mbe_state
     state.config = replace(state.config, timesteps=timesteps)
+    state.fit_activation_neurons()  # only under activation_domain='calibrated', once per T
     return snn
 
 
@@ -437,8 +473,11 @@ def conversion_report(snn: nn.Module) -> pd.DataFrame:
         slots = int((frame.elements * frame.n_basis * frame.timesteps).sum()) if len(frame) else 0
         fn = site.operator.split("'")[1] if "'" in site.operator else SITE_FUNCTION[site.kind]
         n = cfg.n_basis.get(fn, get_function(fn).n_basis)
+        fitted = state.fitted.get((fn, cfg.timesteps)) if site.kind == "activation" else None
         rows.append({
             "site": site.name, "kind": site.kind, "operator": site.operator, "spiking": site.enabled,
+            "neuron_domain": str(fitted.domain) if fitted is not None else (
+                str(get_function(fn).domain) if site.kind == "activation" else ""),
             "n_basis": n, "timesteps": cfg.timesteps, "mode": cfg.mode,
             "ranges": "; ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in site.ranges.items()),
             "spikes": spikes, "firing_rate": spikes / slots if slots else float("nan"),

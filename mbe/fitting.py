@@ -377,6 +377,7 @@ def _descend(tensors: list, surrogate_loss: Callable[[], Tensor], exact_loss: Ca
 # --------------------------------------------------------------------------------------------
 # public fitting API
 # --------------------------------------------------------------------------------------------
+@torch.enable_grad()
 def fit_neuron(target, domain=None, n_basis: Optional[int] = None, timesteps: int = 16, *,
                recipe: Union[str, FitRecipe] = "best", seed: int = 0, eval_points: int = 10_000,
                progress: bool = False, **overrides) -> FitResult:
@@ -452,6 +453,7 @@ def fit_neuron(target, domain=None, n_basis: Optional[int] = None, timesteps: in
     return FitResult(neuron, mse, best_loss, time.perf_counter() - t0, rec, seed, history)
 
 
+@torch.enable_grad()
 def fit_fs_neuron(target, domain=None, timesteps: int = 16, *, init: str = "binary",
                   recipe: Union[str, FitRecipe] = "best", seed: int = 0, shift: bool = False,
                   eval_points: int = 10_000, **overrides) -> FitResult:
