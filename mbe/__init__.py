@@ -2,6 +2,7 @@
 from .fitting import RECIPES, FitRecipe, FitResult, fit_fs_neuron, fit_neuron, neuron_mse
 from .functions import FunctionSpec, get_function, list_functions, register_function
 from .convert import ConversionConfig, conversion_report, convert, set_timesteps
+from .evaluate import compare_classifiers, compare_language_models
 from .tables import TableError, TableKey, get_neuron, load_table, save_table
 from .neuron import (DomainWarning, FSNeuron, FSParameters, MBENeuron, MBEParameters, NeuronOutput,
                      SigmoidSurrogate, simulate)
@@ -12,5 +13,6 @@ __all__ = [
     "RECIPES", "FitRecipe", "FitResult", "fit_fs_neuron", "fit_neuron", "neuron_mse", "FunctionSpec",
     "get_function", "list_functions", "register_function", "DomainWarning", "FSNeuron", "FSParameters",
     "MBENeuron", "MBEParameters", "NeuronOutput", "SigmoidSurrogate", "simulate", "__version__",
-    "TableError", "TableKey", "ConversionConfig", "conversion_report", "convert", "set_timesteps", "get_neuron", "load_table", "save_table",
+    "TableError", "TableKey", "ConversionConfig", "conversion_report", "convert", "set_timesteps",
+    "compare_classifiers", "compare_language_models", "get_neuron", "load_table", "save_table",
 ]

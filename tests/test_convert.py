@@ -199,3 +199,34 @@ def test_calibrated_activation_domain_is_more_accurate():
     assert (act.neuron_domain != str(mbe.get_function("silu").domain)).all()
     with pytest.raises(ValueError, match="activation_domain"):
         mbe.ConversionConfig(activation_domain="auto")
+
+
+def test_compare_classifiers_counts_and_agreement():
+    model, batch = tiny("bert")
+    model.eval()
+    labelled = [dict(batch, labels=torch.tensor([0, 1])), dict(batch, labels=torch.tensor([1, 1]))]
+    same = mbe.compare_classifiers(model, model, labelled, progress=False)
+    assert same["samples"] == 4 and same["agreement"] == 100 and same["kl"] == pytest.approx(0, abs=1e-9)
+    assert same["ann_accuracy"] == same["snn_accuracy"]
+    snn = mbe.convert(model, [batch], progress=False)
+    res = mbe.compare_classifiers(model, snn, labelled, progress=False)
+    assert 0 <= res["agreement"] <= 100 and res["logit_mse"] > 0
+    with pytest.raises(KeyError, match="labels"):
+        mbe.compare_classifiers(model, snn, [batch], progress=False)
+
+
+def test_perplexity_sliding_window():
+    model, batch = tiny("gpt2")
+    model.eval()
+    ids = torch.randint(0, 100, (30,), generator=torch.Generator().manual_seed(2))  # tiny GPT-2: 32 positions
+    one = mbe.compare_language_models(model, model, ids, context=32, stride=32, progress=False)
+    with torch.no_grad():
+        lp = model(input_ids=ids[None]).logits[0, :-1].log_softmax(-1)
+    direct = float(torch.exp(-lp.gather(-1, ids[1:, None]).mean()))
+    assert one["tokens"] == 29 and one["ann_ppl"] == pytest.approx(direct, rel=1e-5)
+    assert one["agreement"] == 100 and one["ppl_increase_pct"] == pytest.approx(0, abs=1e-9)
+    windowed = mbe.compare_language_models(model, model, ids, context=16, stride=8, progress=False)
+    assert windowed["tokens"] == 29  # every token after the first scored exactly once
+    snn = mbe.convert(model, [batch], progress=False)
+    res = mbe.compare_language_models(model, snn, ids, context=16, stride=8, progress=False)
+    assert res["snn_ppl"] > 0 and 0 <= res["agreement"] <= 100
