@@ -25,6 +25,8 @@ OPERATOR_CASES = {
     "QK^T 12x197x64 @ 12x64x197": "qk",
     "attn V 12x197x197 @ 12x197x64": "av",
 }
+#: whole converted models (forward on 100 test inputs) against their ANN
+MODEL_CASES = {"vit-mnist (100 digits)": "vit-mnist"}
 COLUMNS = ["benchmark", "model", "mode", "timesteps", "baseline_seconds", "seconds", "time_ratio",
            "baseline_peak_mb", "peak_mb", "memory_ratio"]
 
@@ -46,10 +48,28 @@ def _inputs(kind: str):
     raise ValueError(kind)
 
 
+def _model_call(kind: str, impl: str, timesteps: int):
+    """A zoo model's forward (ANN, or its spiking twin in fused/event mode) on 100 test digits."""
+    from . import convert
+    from .convert import ConversionConfig
+    from .zoo import vision
+
+    ann = vision.load()
+    batch = {"pixel_values": vision.load_mnist()[2][:100]}
+    if impl == "exact":
+        return lambda: ann(**batch)
+    calib = vision.batches("train", batch_size=32, limit=64, labels=False)
+    snn = convert(ann, calib, ConversionConfig(timesteps=timesteps, mode=impl), progress=False)
+    return lambda: snn(**batch)
+
+
 def _call(kind: str, impl: str, timesteps: int, inp: dict):
     import torch
 
     from . import ops
+
+    if kind in MODEL_CASES.values():
+        return _model_call(kind, impl, timesteps)
 
     if impl == "exact":
         fn = {"softmax": lambda: torch.softmax(inp["x"], -1),
@@ -76,9 +96,14 @@ def _measure(args) -> tuple[float, float]:
     import torch
 
     torch.set_grad_enabled(False)
-    inp = _inputs(kind)
+    import warnings
+
+    warnings.simplefilter("ignore")
+    inp = _inputs(kind) if kind not in MODEL_CASES.values() else {}
     fn = _call(kind, impl, timesteps, inp)
-    if impl != "exact":  # load the neuron tables before measuring
+    if impl != "exact" and kind in MODEL_CASES.values():
+        fn()  # conversion and neuron tables are loaded; measure a steady forward
+    elif impl != "exact":  # load the neuron tables before measuring
         from . import ops
 
         ops.spiking_softmax(torch.zeros(1, 2), timesteps=timesteps)
@@ -97,8 +122,9 @@ def _measure(args) -> tuple[float, float]:
 
 def bench_operators(timesteps=(8, 16), repeats: int = 5, event_timesteps=(8,), progress: bool = True,
                     cases: dict | None = None) -> pd.DataFrame:
-    """Fused (and event) spiking operators against their exact torch ops; one row per measurement."""
-    cases = cases or OPERATOR_CASES
+    """Fused (and event) spiking operators against their exact torch ops, and converted zoo models against
+    their ANN; one row per measurement."""
+    cases = cases or {**OPERATOR_CASES, **MODEL_CASES}
     jobs = []
     for label, kind in cases.items():
         jobs.append((label, kind, "exact", 0))
@@ -120,7 +146,7 @@ def bench_operators(timesteps=(8, 16), repeats: int = 5, event_timesteps=(8,), p
             continue
         base_s, base_mb = results[(label, "exact", 0)]
         sec, mb = results[(label, impl, t)]
-        rows.append({"benchmark": "operator", "model": label, "mode": impl, "timesteps": t,
+        rows.append({"benchmark": "model" if kind in MODEL_CASES.values() else "operator", "model": label, "mode": impl, "timesteps": t,
                      "baseline_seconds": base_s, "seconds": sec, "time_ratio": sec / base_s,
                      "baseline_peak_mb": base_mb, "peak_mb": mb,
                      "memory_ratio": mb / base_mb if base_mb > 0.05 else float("nan")})
@@ -138,7 +164,7 @@ def machine_info() -> dict:
 
 
 def write_report(frame: pd.DataFrame, out_dir, name: str = "bench_ops") -> tuple[Path, Path]:
-    """Write ``<name>.csv`` and a short markdown summary ``<name>.md``."""
+    """Write ``<name>.csv`` and a short markdown summary ``<name>.md``."""  # noqa: D401
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / f"{name}.csv"

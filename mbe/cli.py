@@ -68,6 +68,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    from .zoo import vision
+
+    if args.action == "train":
+        if args.model != vision.NAME:
+            print(f"unknown zoo model {args.model!r}; available: {vision.NAME}", file=sys.stderr)
+            return 2
+        model, metrics = vision.train()
+        path = vision.save(model, metrics)
+        print(f"{vision.NAME}: test accuracy {metrics['test_accuracy']:.2f}% on {metrics['test_samples']} digits, "
+              f"{metrics['parameters']} parameters, trained in {metrics['train_seconds']:.1f} s -> {path}")
+        return 0
+    print(f"{vision.NAME}: {vision.info()['metrics']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mbe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--out", default="results")
     bench.set_defaults(run=_cmd_bench)
+
+    zoo = sub.add_parser("zoo", help="the embedded models: list them or retrain one from its recipe")
+    zoo.add_argument("action", choices=["list", "train"])
+    zoo.add_argument("model", nargs="?", default="vit-mnist")
+    zoo.set_defaults(run=_cmd_zoo)
     return parser
 
 

@@ -74,3 +74,14 @@ def test_operators_notebook_csvs(smoke_run):
     spikes = pd.read_csv(res / "operator_spike_stats.csv")
     assert ((spikes.firing_rate > 0) & (spikes.firing_rate <= 1)).all()
     assert (smoke_run / "figures" / "operator_error_vs_t.png").stat().st_size > 10_000
+
+
+def test_vision_notebook_csv(smoke_run):
+    sweep = pd.read_csv(smoke_run / "results" / "table1_vision.csv")
+    assert {"model", "activation_domain", "timesteps", "samples", "ann_accuracy", "snn_accuracy", "agreement",
+            "delta_points"} <= set(sweep.columns)
+    assert (sweep.samples == 100).all() and (sweep.ann_accuracy > 90).all()  # the ANN is sane
+    assert (sweep.agreement >= 90).all()
+    report = pd.read_csv(smoke_run / "results" / "table1_vision_report.csv")
+    assert {"attention", "norm", "activation"} <= set(report.kind)
+    assert (smoke_run / "figures" / "table1_vision_delta_vs_t.png").stat().st_size > 10_000

@@ -1,0 +1,40 @@
+"""The embedded vision model: loads offline in one call, its data split, and its spiking twin."""
+import warnings
+
+import pytest
+import torch
+
+import mbe
+from mbe.zoo import vision
+
+
+def test_mnist_split_is_stratified_and_fixed():
+    x_tr, y_tr, x_te, y_te = vision.load_mnist()
+    assert x_tr.shape == (4000, 1, 28, 28) and x_te.shape == (1000, 1, 28, 28)
+    assert torch.equal(torch.bincount(y_tr), torch.full((10,), 400))
+    assert torch.equal(torch.bincount(y_te), torch.full((10,), 100))
+    assert set(y_te[:10].tolist()) == set(range(10))  # interleaved: any prefix covers the classes
+
+
+def test_shipped_vit_loads_and_matches_its_recorded_accuracy():
+    model = vision.load()
+    info = vision.info()
+    with torch.no_grad():
+        _, _, x_te, y_te = vision.load_mnist()
+        acc = float((model(pixel_values=x_te).logits.argmax(-1) == y_te).float().mean()) * 100
+    assert acc == pytest.approx(info["metrics"]["test_accuracy"], abs=0.05)
+    assert acc > 90
+
+
+def test_missing_weights_say_how_to_train(tmp_path):
+    with pytest.raises(vision.ZooError, match="python -m mbe zoo train vit-mnist"):
+        vision.load(tmp_path)
+
+
+def test_vit_converts_and_agrees_with_its_ann():
+    ann = vision.load()
+    snn = mbe.convert(ann, vision.batches("train", batch_size=32, limit=64, labels=False), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mbe.compare_classifiers(ann, snn, vision.batches("test", batch_size=100, limit=200), progress=False)
+    assert res["samples"] == 200 and res["agreement"] >= 95
