@@ -69,18 +69,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
-    from .zoo import vision
+    from .zoo import MODELS
 
-    if args.action == "train":
-        if args.model != vision.NAME:
-            print(f"unknown zoo model {args.model!r}; available: {vision.NAME}", file=sys.stderr)
-            return 2
-        model, metrics = vision.train()
-        path = vision.save(model, metrics)
-        print(f"{vision.NAME}: test accuracy {metrics['test_accuracy']:.2f}% on {metrics['test_samples']} digits, "
-              f"{metrics['parameters']} parameters, trained in {metrics['train_seconds']:.1f} s -> {path}")
+    if args.action == "list":
+        for name, module in MODELS.items():
+            try:
+                print(f"{name}: {module.info()['metrics']}")
+            except FileNotFoundError:
+                print(f"{name}: no weights yet (python -m mbe zoo train {name})")
         return 0
-    print(f"{vision.NAME}: {vision.info()['metrics']}")
+    if args.model not in MODELS:
+        print(f"unknown zoo model {args.model!r}; available: {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    module = MODELS[args.model]
+    model, metrics = module.train()
+    path = module.save(model, metrics)
+    print(f"{args.model}: test accuracy {metrics['test_accuracy']:.2f}% on {metrics['test_samples']} samples, "
+          f"trained in {metrics['train_seconds']:.1f} s -> {path}")
     return 0
 
 
@@ -122,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     zoo = sub.add_parser("zoo", help="the embedded models: list them or retrain one from its recipe")
     zoo.add_argument("action", choices=["list", "train"])
-    zoo.add_argument("model", nargs="?", default="vit-mnist")
+    zoo.add_argument("model", nargs="?", default="vit-mnist", help="vit-mnist or minilm-tweets")
     zoo.set_defaults(run=_cmd_zoo)
     return parser
 

@@ -85,3 +85,9 @@ def test_vision_notebook_csv(smoke_run):
     report = pd.read_csv(smoke_run / "results" / "table1_vision_report.csv")
     assert {"attention", "norm", "activation"} <= set(report.kind)
     assert (smoke_run / "figures" / "table1_vision_delta_vs_t.png").stat().st_size > 10_000
+
+
+def test_nlu_notebook_csv(smoke_run):
+    sweep = pd.read_csv(smoke_run / "results" / "table2_nlu.csv")
+    assert {"activation_domain", "timesteps", "samples", "ann_accuracy", "snn_accuracy", "agreement"} <= set(sweep.columns)
+    assert (sweep.samples == 8).all() and sweep.agreement.map(math.isfinite).all()

@@ -38,3 +38,33 @@ def test_vit_converts_and_agrees_with_its_ann():
         warnings.simplefilter("ignore")
         res = mbe.compare_classifiers(ann, snn, vision.batches("test", batch_size=100, limit=200), progress=False)
     assert res["samples"] == 200 and res["agreement"] >= 95
+
+
+def test_nlu_data_split_and_model():
+    from mbe.zoo import nlu
+
+    tr_x, tr_y, te_x, te_y = nlu.load_tweets()
+    assert len(tr_x) == 4000 and len(te_x) == 1000 and not set(tr_x) & set(te_x)  # no leakage
+    assert 0.2 < float(te_y.float().mean()) < 0.5  # positives are the minority, as in the corpus
+    model = nlu.load()
+    b = nlu.batches("test", batch_size=50, limit=200)
+    with torch.no_grad():
+        correct = sum(int((model(**{k: v for k, v in x.items() if k != "labels"}).logits.argmax(-1) == x["labels"]).sum())
+                      for x in b)
+    assert correct / 200 > 0.8  # the shipped fine-tune is a real classifier (87.6 % on all 1,000)
+    assert nlu.info()["metrics"]["test_accuracy"] > 85
+
+
+def test_nlu_model_converts():
+    from mbe.zoo import nlu
+
+    ann = nlu.load()
+    calib = nlu.batches("train", batch_size=8, limit=8, labels=False)
+    snn = mbe.convert(ann, calib, progress=False)
+    test = nlu.batches("test", batch_size=8, limit=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mbe.compare_classifiers(ann, snn, test, progress=False)
+    assert res["samples"] == 8 and res["agreement"] >= 75
+    report = mbe.conversion_report(snn)
+    assert int((report.kind == "attention").sum()) == 6 and int((report.kind == "norm").sum()) == 13
