@@ -165,7 +165,8 @@ def bench_operators(timesteps=(8, 16), repeats: int = 5, event_timesteps=(8,), p
             continue
         base_s, base_mb = results[(label, "exact", 0)]
         sec, mb = results[(label, impl, t)]
-        rows.append({"benchmark": "model" if kind in MODEL_CASES.values() else "operator", "model": label, "mode": impl, "timesteps": t,
+        rows.append({"benchmark": "model" if kind in MODEL_CASES.values() else "operator", "model": label,
+                     "mode": impl, "timesteps": t,
                      "baseline_seconds": base_s, "seconds": sec, "time_ratio": sec / base_s,
                      "baseline_peak_mb": base_mb, "peak_mb": mb,
                      "memory_ratio": mb / base_mb if base_mb > 0.05 else float("nan")})

@@ -12,7 +12,7 @@ def plot_table_x(table: pd.DataFrame):
     sns.set_theme(style="whitegrid")
     dec = table[table.decay]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    palette = dict(zip(sorted(dec.function.unique()), sns.color_palette("tab10")))
+    palette = dict(zip(sorted(dec.function.unique()), sns.color_palette("tab10"), strict=False))
     styles = {"best": ("-", "o"), "paper": (":", "s")}
     for (fn, rec), grp in dec.groupby(["function", "recipe"]):
         ls, marker = styles.get(rec, ("-.", "^"))
@@ -60,7 +60,7 @@ def plot_operator_errors(errors: pd.DataFrame, metric: str = "mean_rel"):
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(8, 4.8))
     ops_ = list(dict.fromkeys(errors.operator))
-    palette = dict(zip(ops_, sns.color_palette("tab10", len(ops_))))
+    palette = dict(zip(ops_, sns.color_palette("tab10", len(ops_)), strict=True))
     for (op, kind), grp in errors.groupby(["operator", "neuron"], sort=False):
         grp = grp.sort_values("timesteps")
         ax.plot(grp.timesteps, grp[metric], ls="-" if kind == "MBE" else "--", marker="o" if kind == "MBE" else "x",

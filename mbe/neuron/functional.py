@@ -162,26 +162,24 @@ def simulate(
     o = torch.zeros_like(u)
     spikes = [] if return_spikes else None
     counts = torch.zeros_like(x) if return_counts else None
-    if spike_fn is heaviside and not any(v.requires_grad for v in (x, d, r, vth)):  # same arithmetic in place: s is 0/1, so u + (-r) s and o + d s round exactly as above
+    in_place = spike_fn is heaviside and not any(v.requires_grad for v in (x, d, r, vth))
+    if in_place:  # inference: the same arithmetic in place (s is 0/1, so u + (-r) s rounds like u - r s)
         u = u.clone(memory_format=torch.contiguous_format)
-        for t in range(timesteps):
-            s = torch.ge(u, _basis_view(vth[:, t], nd)).to(u.dtype)
-            u.addcmul_(s, _basis_view(-r[:, t], nd))
-            o.addcmul_(s, _basis_view(d[:, t], nd))
-            if spikes is not None:
-                spikes.append(s)
-            if counts is not None:
-                counts.add_(s.sum(0))
-        timesteps = 0  # done; skip the general loop below
     for t in range(timesteps):
         th = _basis_view(vth[:, t], nd)
-        s = spike_fn(u - th, th.detach().abs() + torch.finfo(th.dtype).tiny)
-        u = u - _basis_view(r[:, t], nd) * s
-        o = o + _basis_view(d[:, t], nd) * s
+        if in_place:
+            s = torch.ge(u, th).to(u.dtype)
+            u.addcmul_(s, _basis_view(-r[:, t], nd))
+            o.addcmul_(s, _basis_view(d[:, t], nd))
+        else:
+            s = spike_fn(u - th, th.detach().abs() + torch.finfo(th.dtype).tiny)
+            u = u - _basis_view(r[:, t], nd) * s
+            o = o + _basis_view(d[:, t], nd) * s
+            s = s.detach()
         if spikes is not None:
-            spikes.append(s.detach())
+            spikes.append(s)
         if counts is not None:
-            counts = counts + s.detach().sum(0)
+            counts = counts + s.sum(0)
     out = torch.zeros_like(x) + bias
     for n in range(n_basis):
         out = out + weight[n] * o[n]
