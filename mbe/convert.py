@@ -247,7 +247,8 @@ class SpikingGatedMLP(nn.Module):
             return self.down_proj(act * up)
         prod = ops.spiking_mul(act, up, ranges=(self.site.range("act", cfg.calibration_margin),
                                                 self.site.range("up", cfg.calibration_margin)),
-                               budget_mb=cfg.budget_mb, name="gated_product", **self.state.op_kwargs(self.site))
+                               budget_mb=cfg.budget_mb, n_basis=cfg.n_basis.get("identity"), name="gated_product",
+                               **self.state.op_kwargs(self.site))
         return self.down_proj(prod)
 
 
@@ -304,12 +305,13 @@ def spiking_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tens
         return out.transpose(1, 2).contiguous(), probs
     kw = dict(state.op_kwargs(site), budget_mb=cfg.budget_mb)
     m = cfg.calibration_margin
+    identity_n = cfg.n_basis.get("identity")
     scores = ops.spiking_matmul(query, key.transpose(-1, -2), ranges=(site.range("query", m), site.range("key", m)),
-                                name="scores", **kw) * scaling
+                                n_basis=identity_n, name="scores", **kw) * scaling
     probs = ops.spiking_softmax(scores, mask=attention_mask, refine=cfg.refine, name="softmax",
-                                n_basis=None, **kw)
+                                n_basis=cfg.n_basis.get("exp2"), **kw)
     out = ops.spiking_matmul(probs, value, ranges=((0.0, 1.0), site.range("value", m)), name="context",
-                             silent_zeros=True, **kw)
+                             n_basis=identity_n, silent_zeros=True, **kw)
     return out.transpose(1, 2).contiguous(), probs
 
 
