@@ -520,9 +520,3 @@ def fit_fs_neuron(target, domain=None, timesteps: int = 16, *, init: str = "bina
     neuron = FSNeuron(params, function=name, domain=domain)
     mse = neuron_mse(neuron, fn, domain, eval_points)
     return FitResult(neuron, mse, best, time.perf_counter() - t0, rec, seed, history)
-
-
-def exponential_rate(params: MBEParameters) -> dict:
-    """Per-basis decay rates ``dt/tau`` for each kernel (``ln 2`` = halving), for inspection."""
-    return {k: (params.dt / getattr(params, f"tau_{k}")).tolist() for k in ("d", "r", "vth")}
-

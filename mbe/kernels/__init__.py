@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 
 
 @functools.lru_cache(maxsize=1)
 def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
-
-
-def triton_interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def triton_available() -> bool:

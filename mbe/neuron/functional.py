@@ -21,7 +21,6 @@ function, :func:`simulate`, runs both, given the kernels ``d, r, vth`` of shape 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -212,8 +211,3 @@ def clamp_to_domain(x: Tensor, domain: tuple[float, float]) -> tuple[Tensor, int
     if outside:
         x = x.clamp(lo, hi)
     return x, outside
-
-
-def halving_rate() -> float:
-    """``dt / tau = ln 2``: the decay that halves a kernel every step (a binary code)."""
-    return math.log(2.0)
