@@ -69,7 +69,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
-    from .zoo import MODELS
+    from .zoo import MODELS, ZooError, hub
 
     if args.action == "list":
         for name, module in MODELS.items():
@@ -77,15 +77,21 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
                 print(f"{name}: {module.info()['metrics']}")
             except FileNotFoundError:
                 print(f"{name}: no weights yet (python -m mbe zoo train {name})")
+        for name, e in hub.HUB.items():
+            print(f"{name} (hub, needs a network): {e.model_id} on {'/'.join(x for x in e.dataset if x)}")
         return 0
     if args.model not in MODELS:
         print(f"unknown zoo model {args.model!r}; available: {', '.join(MODELS)}", file=sys.stderr)
         return 2
     module = MODELS[args.model]
-    model, metrics = module.train()
+    try:
+        model, metrics = module.train()
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     path = module.save(model, metrics)
-    print(f"{args.model}: test accuracy {metrics['test_accuracy']:.2f}% on {metrics['test_samples']} samples, "
-          f"trained in {metrics['train_seconds']:.1f} s -> {path}")
+    quality = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+    print(f"{args.model}: {quality} -> {path}")
     return 0
 
 
@@ -127,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     zoo = sub.add_parser("zoo", help="the embedded models: list them or retrain one from its recipe")
     zoo.add_argument("action", choices=["list", "train"])
-    zoo.add_argument("model", nargs="?", default="vit-mnist", help="vit-mnist or minilm-tweets")
+    zoo.add_argument("model", nargs="?", default="vit-mnist", help="a zoo model name (see: python -m mbe zoo list)")
     zoo.set_defaults(run=_cmd_zoo)
     return parser
 

@@ -3,12 +3,11 @@ import warnings
 
 import pytest
 import torch
-from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                          LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification, ViTConfig,
-                          ViTForImageClassification)
+from transformers import BertConfig, BertForSequenceClassification
 
 import mbe
 from mbe import ops
+from mbe.zoo.hub import tiny_model
 
 IDS = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
 PAD = torch.ones(2, 9, dtype=torch.long)
@@ -16,27 +15,7 @@ PAD[1, 6:] = 0
 
 
 def tiny(arch: str):
-    torch.manual_seed(0)
-    if arch == "vit":
-        cfg = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, num_labels=3)
-        return ViTForImageClassification(cfg), {"pixel_values": torch.randn(2, 3, 16, 16)}
-    if arch == "bert":
-        cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=32, num_labels=2)
-        return BertForSequenceClassification(cfg), {"input_ids": IDS, "attention_mask": PAD}
-    if arch == "roberta":
-        cfg = RobertaConfig(vocab_size=110, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=64, max_position_embeddings=40, num_labels=2, pad_token_id=1)
-        return RobertaForSequenceClassification(cfg), {"input_ids": IDS + 2, "attention_mask": PAD}
-    if arch == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32)), \
-            {"input_ids": IDS}
-    if arch == "llama":
-        cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-        return LlamaForCausalLM(cfg), {"input_ids": IDS}
-    raise ValueError(arch)
+    return tiny_model(arch)
 
 
 ARCHS = ["vit", "bert", "roberta", "gpt2", "llama"]

