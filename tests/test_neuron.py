@@ -198,3 +198,44 @@ def test_fs_neuron_binary_init_is_quantiser_and_counts_3t():
     err = x - neuron(x)
     assert bool((err >= -1e-6).all()) and bool((err < 4.0 / 2 ** 8 + 1e-6).all())
     assert neuron.num_values() == 24
+
+
+def test_compiled_readout_matches_simulate_bit_for_bit():
+    """The torch.compile'd fused path (kernels padded to a bucket) gives exactly simulate's numbers."""
+    from mbe.neuron import compiled
+
+    for fn, n, t, dtype in [("gelu", 4, 12, torch.float32), ("identity", 8, 16, torch.float64)]:
+        nrn = mbe.get_neuron(fn, n_basis=n, timesteps=t)
+        d, r, vth = nrn.kernels()
+        w, b, off = (v.to(dtype) for v in nrn.readout())
+        lo, hi = nrn.domain
+        x = torch.rand(3, compiled.MIN_ELEMENTS, dtype=dtype, generator=torch.Generator().manual_seed(0)) * (hi - lo) + lo
+        ref = mbe.neuron.functional.simulate(x, d.to(dtype), r.to(dtype), vth.to(dtype), w, b, off, return_counts=True)
+        out, counts = compiled.compiled_readout(x, d.to(dtype), r.to(dtype), vth.to(dtype), w, b, off)
+        assert compiled.compile_enabled(), compiled._failed
+        assert torch.equal(out, ref.output) and torch.equal(counts, ref.spike_counts)
+        pd, pr, pv, pw, po = compiled.pad_to_bucket(d, r, vth, w, off)
+        assert pd.shape == (max(4, n), 16) and torch.isinf(pv[:, t:]).all() and (pw[n:] == 0).all()
+
+
+def test_compiled_readout_falls_back_to_eager_with_one_warning(monkeypatch):
+    from mbe.neuron import compiled
+
+    def broken():
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(compiled, "_fn", broken)
+    monkeypatch.setattr(compiled, "_failed", None)
+    nrn = mbe.get_neuron("gelu", n_basis=4, timesteps=16)
+    x = torch.linspace(-8, 8, compiled.MIN_ELEMENTS)
+    with pytest.warns(RuntimeWarning, match="no C.. compiler here"):
+        out, _ = compiled.compiled_readout(x, *nrn.kernels(), *nrn.readout())
+    assert not compiled.compile_enabled()
+    assert torch.equal(out, nrn(x))  # eager from now on, same numbers
+
+
+def test_compile_can_be_switched_off(monkeypatch):
+    from mbe.neuron import compiled
+
+    monkeypatch.setenv("MBE_COMPILE", "0")
+    assert not compiled.compile_enabled()

@@ -34,6 +34,7 @@ __all__ = [
     "SigmoidSurrogate",
     "exponential_kernel",
     "simulate",
+    "readout",
     "check_finite",
     "clamp_to_domain",
 ]
@@ -154,6 +155,9 @@ def simulate(
     n_basis, timesteps = d.shape
     if weight.shape != (n_basis,):
         raise ValueError(f"weight must have shape [N]=[{n_basis}], got {tuple(weight.shape)}")
+    if spike_fn is heaviside and not return_spikes and not any(v.requires_grad for v in (x, d, r, vth)):
+        out, counts = readout(x, d, r, vth, weight, bias, input_offset)
+        return NeuronOutput(output=out, spike_counts=counts if return_counts else None)
     nd = x.dim()
     u = x.unsqueeze(0).expand(n_basis, *x.shape)
     if input_offset is not None:
@@ -161,20 +165,12 @@ def simulate(
     o = torch.zeros_like(u)
     spikes = [] if return_spikes else None
     counts = torch.zeros_like(x) if return_counts else None
-    in_place = spike_fn is heaviside and not any(v.requires_grad for v in (x, d, r, vth))
-    if in_place:  # inference: the same arithmetic in place (s is 0/1, so u + (-r) s rounds like u - r s)
-        u = u.clone(memory_format=torch.contiguous_format)
     for t in range(timesteps):
         th = _basis_view(vth[:, t], nd)
-        if in_place:
-            s = torch.ge(u, th).to(u.dtype)
-            u.addcmul_(s, _basis_view(-r[:, t], nd))
-            o.addcmul_(s, _basis_view(d[:, t], nd))
-        else:
-            s = spike_fn(u - th, th.detach().abs() + torch.finfo(th.dtype).tiny)
-            u = u - _basis_view(r[:, t], nd) * s
-            o = o + _basis_view(d[:, t], nd) * s
-            s = s.detach()
+        s = spike_fn(u - th, th.detach().abs() + torch.finfo(th.dtype).tiny)
+        u = u - _basis_view(r[:, t], nd) * s
+        o = o + _basis_view(d[:, t], nd) * s
+        s = s.detach()
         if spikes is not None:
             spikes.append(s)
         if counts is not None:
@@ -187,6 +183,35 @@ def simulate(
         spikes=torch.stack(spikes, dim=1) if spikes is not None else None,
         spike_counts=counts,
     )
+
+
+def readout(x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor | float = 0.0,
+            input_offset: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Inference only: decoded output and spike counts, one basis at a time, in memory O(input).
+
+    The same arithmetic as :func:`simulate` with ``heaviside`` (``u + (-r) s`` rounds like ``u - r s``
+    since ``s`` is 0 or 1; the readout is accumulated in the same basis order), so results match it bit
+    for bit, while no ``[N, ...]`` or ``[N, T, ...]`` tensor is ever built: the working set is ``u``,
+    ``o``, the spike ``s`` and the two outputs, each shaped like ``x``. Written with plain tensor ops on
+    purpose: :mod:`mbe.neuron.compiled` hands this very function to ``torch.compile``, which fuses the
+    whole ``N x T`` loop into one pass over the elements.
+
+    Shapes: ``x [...]``; ``d, r, vth [N, T]``; ``weight [N]``; ``input_offset [N]`` or ``None``.
+    Returns ``(output [...], spike_counts [...])``.
+    """
+    n_basis, timesteps = d.shape
+    out = torch.zeros_like(x) + bias
+    counts = torch.zeros_like(x)
+    for n in range(n_basis):
+        u = x - input_offset[n] if input_offset is not None else x.clone()
+        o = torch.zeros_like(x)
+        for t in range(timesteps):
+            s = torch.ge(u, vth[n, t]).to(x.dtype)
+            u.addcmul_(s, -r[n, t])  # s is 0/1: the product is exact, so this rounds like u - r s
+            o.addcmul_(s, d[n, t])
+            counts.add_(s)
+        out = out + weight[n] * o
+    return out, counts
 
 
 def check_finite(x: Tensor, what: str) -> None:

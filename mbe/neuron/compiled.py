@@ -1,0 +1,83 @@
+"""The fused CPU inference path: :func:`mbe.neuron.functional.readout` compiled by ``torch.compile``.
+
+Inductor turns the unrolled ``N x T`` loop of :func:`readout` into one C++ loop over the elements
+(vectorised, OpenMP-parallel): every element's membrane stays in a register, so the cost is one read of
+``x`` and two writes (output, spike counts) plus ``~4 N T`` flops per element, instead of ``~4 N T``
+passes over memory in eager mode. Results match the eager path (the same operations on each element;
+``tests/test_neuron.py`` checks it).
+
+Few compiled graphs: kernels are padded up to a bucket (``N`` and ``T`` rounded up to a power of two,
+at least 4 and 8) with bases and steps that can never fire (threshold ``+inf``, zero intensity, reset and
+weight), which leaves every real element's arithmetic, and so the result, unchanged. So one graph serves
+each ``(N bucket, T bucket, dtype)``; element counts are dynamic (the input is flattened), so batch and
+sequence changes do not recompile either. The first call of each key compiles (seconds; Inductor's
+on-disk cache makes later processes faster). If compiling fails (no C++ compiler,
+an unsupported platform) the path warns once and falls back to eager for the rest of the process.
+Set ``MBE_COMPILE=0`` to turn it off.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .functional import readout
+
+#: inputs smaller than this run eagerly (guard and launch overheads would dominate)
+MIN_ELEMENTS = 1 << 14
+
+_compiled = None
+_failed: Optional[str] = None
+
+
+def compile_enabled() -> bool:
+    """Whether the compiled path is on (``MBE_COMPILE`` unset or not ``0``, and no earlier failure)."""
+    return _failed is None and os.environ.get("MBE_COMPILE", "1") != "0"
+
+
+def _fn():
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(readout, dynamic=True)
+    return _compiled
+
+
+def _bucket(n: int, least: int) -> int:
+    return max(least, 1 << (n - 1).bit_length())
+
+
+def pad_to_bucket(d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, input_offset: Optional[Tensor]):
+    """Pad ``[N, T]`` kernels to the compile bucket with silent bases and steps (see the module docstring)."""
+    n, t = d.shape
+    nb, tb = _bucket(n, 4), _bucket(t, 8)
+    if input_offset is None:
+        input_offset = torch.zeros(n, dtype=d.dtype, device=d.device)  # x - 0 == x exactly
+    if (nb, tb) == (n, t):
+        return d, r, vth, weight, input_offset
+    grow = (0, tb - t, 0, nb - n)  # (last dim: after, first dim: after)
+    return (torch.nn.functional.pad(d, grow), torch.nn.functional.pad(r, grow),
+            torch.nn.functional.pad(vth, grow, value=float("inf")),
+            torch.nn.functional.pad(weight, (0, nb - n)), torch.nn.functional.pad(input_offset, (0, nb - n)))
+
+
+def compiled_readout(x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor,
+                     input_offset: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """:func:`readout` through ``torch.compile`` (same contract), eager when disabled or on failure."""
+    global _failed
+    if not compile_enabled() or x.numel() < MIN_ELEMENTS or x.is_cuda:
+        return readout(x, d, r, vth, weight, bias, input_offset)
+    flat = x.reshape(-1)
+    d, r, vth, weight, offset = pad_to_bucket(d, r, vth, weight, input_offset)
+    try:
+        # every (N, T, dtype) is one more graph of the same function: allow plenty of them
+        with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096), torch.no_grad():
+            out, counts = _fn()(flat, d, r, vth, weight, bias, offset)
+    except Exception as exc:  # compiler missing or broken: keep working, eagerly
+        _failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        warnings.warn(f"mbe: torch.compile of the neuron readout failed ({_failed}); using the eager path "
+                      f"(slower, same results). Set MBE_COMPILE=0 to skip the attempt.", RuntimeWarning, stacklevel=2)
+        return readout(x, d, r, vth, weight, bias, input_offset)
+    return out.view(x.shape), counts.view(x.shape)
