@@ -91,3 +91,17 @@ def test_nlu_notebook_csv(smoke_run):
     sweep = pd.read_csv(smoke_run / "results" / "table2_nlu.csv")
     assert {"activation_domain", "timesteps", "samples", "ann_accuracy", "snn_accuracy", "agreement"} <= set(sweep.columns)
     assert (sweep.samples == 8).all() and sweep.agreement.map(math.isfinite).all()
+    assert set(sweep.model) == {"minilm-tweets", "roberta-tweets"}
+    assert (smoke_run / "figures" / "table2_nlu_delta_vs_t.png").stat().st_size > 10_000
+
+
+def test_nlg_notebook_csv(smoke_run):
+    sweep = pd.read_csv(smoke_run / "results" / "table3_nlg.csv")
+    assert {"model", "activation_domain", "timesteps", "tokens", "context", "stride", "ann_ppl", "snn_ppl",
+            "ppl_increase_pct", "agreement", "kl"} <= set(sweep.columns)
+    assert (sweep.model == "gpt2-pydocs").all() and (sweep.tokens == 255).all()
+    assert (sweep.ann_ppl > 1).all() and (sweep.ann_ppl < 1000).all()  # a real LM, better than uniform over 4,096
+    assert sweep[["snn_ppl", "kl"]].map(math.isfinite).all().all()
+    report = pd.read_csv(smoke_run / "results" / "table3_nlg_report.csv")
+    assert {"attention", "norm", "activation"} <= set(report.kind)
+    assert (smoke_run / "figures" / "table3_nlg_ppl_vs_t.png").stat().st_size > 10_000

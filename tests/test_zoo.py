@@ -100,6 +100,30 @@ def test_roberta_converts_and_agrees():
     assert res["samples"] == 100 and res["agreement"] >= 90
 
 
+def test_gpt2_topics_split_and_recorded_perplexity():
+    from mbe.zoo import nlg
+
+    train, held_out = nlg.load_topics()
+    assert len(held_out) == nlg.RECIPE["eval_topics"] and not set(train) & set(held_out)
+    model = nlg.load()
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()  # tied again after loading
+    ids = nlg.eval_tokens()
+    ppl = nlg.perplexity(model, ids)
+    assert ppl == pytest.approx(nlg.info()["metrics"]["eval_perplexity"], rel=1e-3)
+    assert ppl < 0.1 * nlg.RECIPE["vocab_size"]  # far better than uniform guessing
+
+
+def test_gpt2_converts_and_keeps_its_perplexity():
+    from mbe.zoo import nlg
+
+    ann = nlg.load()
+    snn = mbe.convert(ann, nlg.batches("train", limit=4), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mbe.compare_language_models(ann, snn, nlg.eval_tokens(limit=256), context=128, stride=64, progress=False)
+    assert res["tokens"] == 255 and res["ppl_increase_pct"] < 5 and res["agreement"] > 90
+
+
 def test_smollm2_missing_says_how_to_install(monkeypatch):
     from mbe.zoo import smollm2
 
