@@ -1,5 +1,5 @@
 """Command line: ``fit`` regenerates neuron tables, ``tables`` checks them, ``reproduce`` runs the
-notebooks, ``bench`` measures operator speed and memory against the exact ops."""
+notebooks, ``bench`` measures speed and memory against baselines."""
 from __future__ import annotations
 
 import argparse
@@ -44,25 +44,30 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import NotebookFailed, run_notebooks
+    from .reproduce import HubUnreachable, NotebookFailed, run_notebooks, write_run_report
 
     try:
         rows = run_notebooks(args.profile, args.notebooks, args.results, args.figures, args.only)
     except NotebookFailed as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
+    except HubUnreachable as exc:
+        print(f"cannot run the paper profile: {exc}", file=sys.stderr)
+        return 2
     for row in rows:
         print(f"{row['notebook']:32s} {row['seconds']:8.1f} s")
-    print(f"profile {args.profile}: {len(rows)} notebook(s) ran; CSVs in {args.results}/, figures in {args.figures}/")
+    report = write_run_report(rows, args.profile, args.results)
+    print(f"profile {args.profile}: {len(rows)} notebook(s) ran; CSVs in {args.results}/, figures in {args.figures}/; "
+          f"report: {report}")
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_operators, write_report
+    from .benchmarks import run_suites, write_report
 
-    frame = bench_operators(timesteps=tuple(args.timesteps), repeats=args.repeats,
-                            event_timesteps=tuple(args.event_timesteps))
-    csv, md = write_report(frame, args.out)
+    frame = run_suites(suites=args.suites, timesteps=tuple(args.timesteps), repeats=args.repeats,
+                       event_timesteps=tuple(args.event_timesteps))
+    csv, md = write_report(frame, args.out, name=args.name)
     print(md.read_text())
     print(f"wrote {csv} and {md}")
     return 0
@@ -117,16 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
     tables.set_defaults(run=_cmd_tables)
 
     rep = sub.add_parser("reproduce", help="run the notebook suite with papermill")
-    rep.add_argument("--profile", default="default", choices=["smoke", "default"])
+    rep.add_argument("--profile", default="default", choices=["smoke", "default", "paper"],
+                     help="smoke: minutes (the tests); default: embedded models, offline; paper: hub models (network)")
     rep.add_argument("--notebooks", default="notebooks")
     rep.add_argument("--results", default="results")
     rep.add_argument("--figures", default="figures")
     rep.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 01")
     rep.set_defaults(run=_cmd_reproduce)
 
-    bench = sub.add_parser("bench", help="operator benchmark: ratios to the exact torch ops, one run")
+    bench = sub.add_parser("bench", help="benchmarks: neuron, operator, model and fitting cost, ratios to "
+                                         "baselines measured in the same run (results/bench.csv)")
+    bench.add_argument("--suites", nargs="+", default=["neuron", "operators", "models", "fitting"],
+                       choices=["neuron", "operators", "models", "fitting"])
     bench.add_argument("--timesteps", type=int, nargs="+", default=[8, 16])
-    bench.add_argument("--event-timesteps", type=int, nargs="*", default=[8])
+    bench.add_argument("--event-timesteps", type=int, nargs="*", default=[8, 16])
+    bench.add_argument("--name", default="bench", help="output file stem under --out")
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--out", default="results")
     bench.set_defaults(run=_cmd_bench)

@@ -48,6 +48,8 @@ class ConversionConfig:
         allow_partial: list unknown nonlinear modules as analog instead of raising.
         refine, row_scaling: the operators' switches (``0``/``False`` = the paper).
         budget_mb: event mode's memory budget per tile.
+        neurons: per-function neuron overrides, e.g. ``{"gelu": fs_neuron}`` (the FS or no-decay
+            ablations); each must run the config's T. They take precedence over tables and calibrated fits.
         activation_domain: ``"table"`` uses the shipped neurons on the paper's domains (no fitting);
             ``"calibrated"`` fits one neuron per activation function on the union of its sites'
             calibrated intervals (best recipe, a few seconds each, cached per T), far more accurate where
@@ -65,6 +67,7 @@ class ConversionConfig:
     row_scaling: bool = True
     budget_mb: float = 256.0
     activation_domain: str = "table"
+    neurons: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.activation_domain not in ("table", "calibrated"):
@@ -144,7 +147,7 @@ class ConversionState:
 
     def op_kwargs(self, site: Site) -> dict:
         cfg = self.config
-        return {"timesteps": cfg.timesteps, "mode": cfg.mode, "stats": site.stats}
+        return {"timesteps": cfg.timesteps, "mode": cfg.mode, "stats": site.stats, "neurons": cfg.neurons or None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,9 +220,11 @@ class SpikingActivation(nn.Module):
             if self.state.calibrating:
                 self.site.observe("input", x)
             return self.exact(x)
-        return ops.spiking_activation(self.function, x, n_basis=cfg.n_basis.get(self.function),
-                                      neurons=self.state.activation_neurons(self.function),
-                                      **self.state.op_kwargs(self.site))
+        kw = self.state.op_kwargs(self.site)
+        fitted = self.state.activation_neurons(self.function)
+        if fitted:  # calibrated fits, under any explicit override
+            kw["neurons"] = {**fitted, **(cfg.neurons or {})}
+        return ops.spiking_activation(self.function, x, n_basis=cfg.n_basis.get(self.function), **kw)
 
     def extra_repr(self) -> str:
         return f"{self.function!r}, site={self.site.name!r}"
@@ -474,8 +479,10 @@ def conversion_report(snn: nn.Module) -> pd.DataFrame:
         spikes = int(frame.spikes.sum()) if len(frame) else 0
         slots = int((frame.elements * frame.n_basis * frame.timesteps).sum()) if len(frame) else 0
         fn = site.operator.split("'")[1] if "'" in site.operator else SITE_FUNCTION[site.kind]
-        n = cfg.n_basis.get(fn, get_function(fn).n_basis)
+        override = (cfg.neurons or {}).get(fn)
+        n = override.n_basis if override is not None else cfg.n_basis.get(fn, get_function(fn).n_basis)
         fitted = state.fitted.get((fn, cfg.timesteps)) if site.kind == "activation" else None
+        fitted = override if override is not None else fitted
         rows.append({
             "site": site.name, "kind": site.kind, "operator": site.operator, "spiking": site.enabled,
             "neuron_domain": str(fitted.domain) if fitted is not None else (

@@ -1,4 +1,9 @@
-"""Run the notebook suite with papermill: ``python -m mbe reproduce --profile {smoke,default}``.
+"""Run the notebook suite with papermill: ``python -m mbe reproduce --profile {smoke,default,paper}``.
+
+Profiles: ``smoke`` (minutes; the tests run it), ``default`` (the embedded models and data, offline),
+``paper`` (the paper's hub models and data sets; needs a network, checked first, and realistically a GPU).
+
+After the notebooks, ``results/REPORT.md`` is rebuilt from the CSVs (:mod:`mbe.report`).
 
 Each notebook in ``notebooks/`` (sorted by name) is executed with its ``profile``, ``results_dir`` and
 ``figures_dir`` parameters; executed copies go to ``<results>/executed/``. A failing notebook stops the
@@ -11,11 +16,15 @@ import os
 import time
 from pathlib import Path
 
-PROFILES = ("smoke", "default")
+PROFILES = ("smoke", "default", "paper")
 
 
 class NotebookFailed(RuntimeError):
     pass
+
+
+class HubUnreachable(RuntimeError):
+    """The ``paper`` profile cannot reach the Hugging Face hub."""
 
 
 def run_notebooks(profile: str = "default", notebooks_dir="notebooks", results_dir="results",
@@ -26,6 +35,16 @@ def run_notebooks(profile: str = "default", notebooks_dir="notebooks", results_d
 
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if profile == "paper":
+        from .zoo import hub
+
+        missing = hub.unreachable()
+        if missing:
+            raise HubUnreachable(
+                "the paper profile runs the paper's own models and data from the Hugging Face hub, and needs a "
+                "network (realistically a GPU too). Unreachable: " + "; ".join(missing.values())
+                + ". The default profile runs everything offline on the embedded stand-ins: "
+                  "python -m mbe reproduce --profile default")
     nb_dir = Path(notebooks_dir)
     books = sorted(p for p in nb_dir.glob("*.ipynb") if not only or any(p.name.startswith(o) for o in only))
     if not books:
@@ -54,3 +73,19 @@ def run_notebooks(profile: str = "default", notebooks_dir="notebooks", results_d
     return rows
 
 
+
+
+def write_run_report(rows: list[dict], profile: str, results_dir="results") -> Path:
+    """Record this run's notebook wall times (merged into ``notebook_times.csv``) and rebuild ``REPORT.md``."""
+    import pandas as pd
+
+    from .report import build_report
+
+    results = Path(results_dir)
+    times_csv = results / "notebook_times.csv"
+    new = pd.DataFrame(rows).assign(profile=profile)
+    if times_csv.is_file():
+        old = pd.read_csv(times_csv)
+        new = pd.concat([old[~old.notebook.isin(new.notebook)], new]).sort_values("notebook")
+    new.to_csv(times_csv, index=False)
+    return build_report(results, profile, new)

@@ -209,3 +209,18 @@ def test_perplexity_sliding_window():
     snn = mbe.convert(model, [batch], progress=False)
     res = mbe.compare_language_models(model, snn, ids, context=16, stride=8, progress=False)
     assert res["snn_ppl"] > 0 and 0 <= res["agreement"] <= 100
+
+
+def test_neuron_overrides_replace_one_function_everywhere():
+    """ConversionConfig(neurons=...) swaps in another neuron (here: no-decay GELU) for every GELU site."""
+    model, batch = tiny("vit")
+    nodecay = mbe.get_neuron("gelu", n_basis=8, timesteps=16, decay=False)
+    plain = mbe.convert(model, [batch], progress=False)
+    swapped = mbe.convert(model, [batch], mbe.ConversionConfig(neurons={"gelu": nodecay}), progress=False)
+    a, b = logits(plain, batch), logits(swapped, batch)
+    assert not torch.equal(a, b)
+    report = mbe.conversion_report(swapped)
+    assert set(report[report.kind == "activation"].n_basis) == {8}  # the override's N, not the table's 4
+    with pytest.raises(ValueError, match="T=16"):
+        mbe.set_timesteps(swapped, 8)
+        logits(swapped, batch)

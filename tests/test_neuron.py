@@ -239,3 +239,17 @@ def test_compile_can_be_switched_off(monkeypatch):
 
     monkeypatch.setenv("MBE_COMPILE", "0")
     assert not compiled.compile_enabled()
+
+
+def test_trace_follows_the_simulation_for_one_input():
+    nrn = mbe.get_neuron("gelu", n_basis=4, timesteps=8)
+    d, r, vth = nrn.kernels()
+    w, b, c = nrn.readout()
+    for x in (-3.0, 0.3, 2.5):
+        tr = mbe.neuron.functional.trace(x, d, r, vth, w, b, c)
+        ref = simulate(torch.tensor([x]), d, r, vth, w, b, c, return_spikes=True)
+        assert torch.equal(tr["spike"], ref.spikes[:, :, 0])
+        assert tr["output"] == pytest.approx(float(ref.output[0]), abs=1e-6)
+        fired = tr["spike"].bool()
+        assert (tr["membrane"][fired] >= tr["threshold"][fired]).all()
+        assert (tr["membrane"][~fired] < tr["threshold"][~fired]).all()

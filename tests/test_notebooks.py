@@ -105,3 +105,60 @@ def test_nlg_notebook_csv(smoke_run):
     report = pd.read_csv(smoke_run / "results" / "table3_nlg_report.csv")
     assert {"attention", "norm", "activation"} <= set(report.kind)
     assert (smoke_run / "figures" / "table3_nlg_ppl_vs_t.png").stat().st_size > 10_000
+
+
+def test_timesteps_notebook_csv(smoke_run):
+    sweep = pd.read_csv(smoke_run / "results" / "table4_timesteps.csv")
+    assert {"model", "activation_domain", "timesteps", "unit", "loss"} <= set(sweep.columns)
+    assert {"vit-mnist", "minilm-tweets", "roberta-tweets", "gpt2-pydocs"} <= set(sweep.model)
+    assert 4 in set(sweep[sweep.model == "roberta-tweets"].timesteps)  # extended below T=8
+    assert sweep.loss.map(math.isfinite).all()
+    assert (smoke_run / "figures" / "table4_timesteps.png").stat().st_size > 10_000
+
+
+def test_ablation_notebook_csvs(smoke_run):
+    res = smoke_run / "results"
+    comp = pd.read_csv(res / "ablation_components.csv")
+    assert len(comp) == 5 and set(comp.neuron) == {"MBE", "FS"} and (comp.samples == 50).all()
+    mbe_row = comp[comp.neuron == "MBE"].iloc[0]
+    assert mbe_row.snn_accuracy > 85  # the all-MBE twin is sane
+    bases = pd.read_csv(res / "ablation_basis.csv")
+    assert list(bases.n_basis) == [1, 4] and (bases.energy_vs_ann_pct > 0).all()
+    decay = pd.read_csv(res / "ablation_decay.csv")
+    assert set(decay.decay) == {True, False}
+    assert (smoke_run / "figures" / "ablation.png").stat().st_size > 10_000
+
+
+def test_energy_notebook_csvs_and_report(smoke_run):
+    res = smoke_run / "results"
+    xi = pd.read_csv(res / "table_xi.csv")
+    measured = xi.dropna(subset=["firing_rate_pct"])
+    assert ((measured.firing_rate_pct > 0) & (measured.firing_rate_pct < 100)).all()
+    assert {"GELU", "2^x (softmax)", "1/x (softmax)", "1/sqrt (LayerNorm)"} <= set(measured.role)
+    summary = pd.read_csv(res / "energy_summary.csv")
+    assert {"part", "ratio_printed", "ratio_counted", "model"} <= set(summary.columns)
+    assert (summary.ratio_printed > 0).all()
+    report = (res / "REPORT.md").read_text()
+    for table in ("Table 1", "Table 2", "Table 3", "Table 4", "Table X", "Table XI"):
+        assert f"## {table}" in report
+    assert "not written in this results folder" not in report  # every notebook wrote its CSV
+
+
+def test_paper_profile_offline_says_what_is_unreachable(tmp_path):
+    import os
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "mbe", "reproduce", "--profile", "paper", "--results",
+                           str(tmp_path / "r"), "--figures", str(tmp_path / "f")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for model_id in ("google/vit-base-patch16-224", "textattack/roberta-base-SST-2", "gpt2-medium"):
+        assert model_id in proc.stderr
+    assert "--profile default" in proc.stderr
+    assert not (tmp_path / "r" / "executed").exists()  # nothing ran, nothing half-written
+
+
+def test_tutorial_runs_headless(smoke_run):
+    assert (smoke_run / "results" / "executed" / "00_tutorial.ipynb").exists()
+    for name in ("tutorial_membrane.png", "tutorial_fs_vs_mbe.png"):
+        assert (smoke_run / "figures" / name).stat().st_size > 10_000

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
         d, r, vth = neuron.kernels()
         w, b, c = neuron.readout()
         ref = simulate(x, d, r, vth, w, b, c, return_counts=True)
-        out, counts = mbe_forward_triton(x, d, r, vth, w, b, c, block=64)
+        out, counts = mbe_forward_triton(x, d, r, vth, w, b, c)
         assert out.shape == x.shape and counts.shape == x.shape, (out.shape, x.shape)
         assert torch.equal(counts, ref.spike_counts), name
         assert torch.allclose(out, ref.output, rtol=1e-6, atol=1e-6), (name, (out - ref.output).abs().max())

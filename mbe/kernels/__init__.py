@@ -20,7 +20,7 @@ def triton_available() -> bool:
     return triton_installed()
 
 
-def mbe_forward_triton(x, d, r, vth, weight, bias, input_offset, block: int = 1024):
+def mbe_forward_triton(x, d, r, vth, weight, bias, input_offset):
     """Fused neuron forward (output, spike counts); see :mod:`mbe.kernels.mbe_triton`."""
     if not triton_installed():
         raise RuntimeError(
@@ -29,4 +29,4 @@ def mbe_forward_triton(x, d, r, vth, weight, bias, input_offset, block: int = 10
         )
     from .mbe_triton import mbe_forward
 
-    return mbe_forward(x, d, r, vth, weight, bias, input_offset, block=block)
+    return mbe_forward(x, d, r, vth, weight, bias, input_offset)

@@ -35,6 +35,7 @@ __all__ = [
     "exponential_kernel",
     "simulate",
     "readout",
+    "trace",
     "check_finite",
     "clamp_to_domain",
 ]
@@ -212,6 +213,33 @@ def readout(x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: 
             counts.add_(s)
         out = out + weight[n] * o
     return out, counts
+
+
+def trace(x: float, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor | float = 0.0,
+          input_offset: Optional[Tensor] = None) -> dict:
+    """Every state of the neuron for one scalar input, for teaching and plots.
+
+    Returns ``[N, T]`` tensors ``membrane`` (:math:`u_n[t]` before step t's spike), ``threshold``
+    (:math:`V^{th}_n[t]`), ``spike`` (:math:`s_n[t]`) and ``readout`` (:math:`o_n[t+1]`), plus the decoded
+    ``output`` (a float, equal to :func:`simulate`'s for this ``x``).
+    """
+    n_basis, timesteps = d.shape
+    u = torch.full((n_basis,), float(x), dtype=d.dtype)
+    if input_offset is not None:
+        u = u - input_offset
+    o = torch.zeros(n_basis, dtype=d.dtype)
+    membrane, spike, readout_ = (torch.zeros(n_basis, timesteps, dtype=d.dtype) for _ in range(3))
+    for t in range(timesteps):
+        membrane[:, t] = u
+        s = (u >= vth[:, t]).to(d.dtype)
+        u = u - r[:, t] * s
+        o = o + d[:, t] * s
+        spike[:, t], readout_[:, t] = s, o
+    out = torch.zeros((), dtype=d.dtype) + bias
+    for n in range(n_basis):
+        out = out + weight[n] * o[n]
+    return {"membrane": membrane, "threshold": vth.detach().clone(), "spike": spike, "readout": readout_,
+            "output": float(out)}
 
 
 def check_finite(x: Tensor, what: str) -> None:

@@ -76,13 +76,18 @@ def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused
         ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
         eb = ea if (b is a and rb == ra) else encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
         out = (ea.decoded * eb.decoded).to(out_dtype or torch.result_type(a, b))
-        _finish(stats, name, ea, eb, timesteps, a, b, sops=_pairs_elementwise(ea.counts, eb.counts), ra=ra, rb=rb)
+        _finish(stats, name, ea, eb, timesteps, a, b, sops=_pairs_elementwise(ea.counts, eb.counts), ra=ra, rb=rb,
+                macs=shape.numel())
         return out
     out = _event_mul(a.expand(shape), b.expand(shape), ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
     return out.to(out_dtype or torch.result_type(a, b))
 
 
-def _finish(stats, name, ea, eb, timesteps, a, b, sops, ra, rb):
+def _matmul_macs(batch, a: Tensor, b: Tensor) -> int:
+    return torch.Size(batch).numel() * a.shape[-2] * a.shape[-1] * b.shape[-1]
+
+
+def _finish(stats, name, ea, eb, timesteps, a, b, sops, ra, rb, macs=0):
     warn_saturation(f"{name}.a", ea.saturated, ra)
     if eb is not ea:
         warn_saturation(f"{name}.b", eb.saturated, rb)
@@ -90,7 +95,7 @@ def _finish(stats, name, ea, eb, timesteps, a, b, sops, ra, rb):
         _record(stats, f"{name}.a", ea, timesteps, a.numel())
         if eb is not ea:
             _record(stats, f"{name}.b", eb, timesteps, b.numel())
-        stats.add_sops(f"{name}.a", sops)
+        stats.add_sops(f"{name}.a", sops, macs)
 
 
 def event_mul_chunk(numel: int, slots: int, budget_mb: float) -> int:
@@ -128,6 +133,7 @@ def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons
         n = k // timesteps
         stats.add(f"{name}.a", neuron="identity", n_basis=n, timesteps=timesteps, elements=numel,
                   spikes=sums["a_spikes"], saturated=sums["a_sat"], sops=sums["pairs"])
+        stats.add_sops(f"{name}.a", 0, macs=a.numel())
         stats.add(f"{name}.b", neuron="identity", n_basis=n, timesteps=timesteps, elements=numel,
                   spikes=sums["b_spikes"], saturated=sums["b_sat"])
     return out.reshape(shape)
@@ -168,7 +174,7 @@ def spiking_matmul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fu
         out = (ea.decoded @ eb.decoded).to(out_dtype or torch.result_type(a, b))
         # spike pairs: sum over batch and d of (spikes of a's column d) * (spikes of b's row d)
         sops = int((ea.counts.sum(-2) * eb.counts.sum(-1)).sum())  # broadcasts over batch dims; float64: exact
-        _finish(stats, name, ea, eb, timesteps, a, b, sops=sops, ra=ra, rb=rb)
+        _finish(stats, name, ea, eb, timesteps, a, b, sops=sops, ra=ra, rb=rb, macs=_matmul_macs(batch, a, b))
         return out
     a3 = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
     b3 = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
@@ -246,6 +252,7 @@ def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neur
         n = k // timesteps
         stats.add(f"{name}.a", neuron="identity", n_basis=n, timesteps=timesteps, elements=a.numel(),
                   spikes=tot["a_spikes"], saturated=tot["a_sat"], sops=tot["pairs"])
+        stats.add_sops(f"{name}.a", 0, macs=_matmul_macs(a.shape[:1], a, b))
         stats.add(f"{name}.b", neuron="identity", n_basis=n, timesteps=timesteps, elements=b.numel(),
                   spikes=tot["b_spikes"], saturated=tot["b_sat"])
     return out

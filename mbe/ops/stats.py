@@ -2,7 +2,8 @@
 
 Every operator takes ``stats=None | OpStats``; when given, it adds one record per neuron site it ran
 (keyed like ``"softmax.exp2"`` or ``"matmul.a"``): elements encoded, spikes, firing rate
-``spikes / (elements * N * T)``, synaptic operations and saturations (inputs clamped at an encoding
+``spikes / (elements * N * T)``, synaptic operations, the exact product's multiply-adds (``macs``, on a
+product's ``.a`` row, for energy estimates) and saturations (inputs clamped at an encoding
 range or a neuron's domain).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ class SiteCounts:
     spikes: int = 0
     sops: int = 0
     saturated: int = 0
+    macs: int = 0  # multiply-adds of the exact (ANN) product at this site; 0 for neuron-only sites
 
     @property
     def firing_rate(self) -> float:
@@ -46,8 +48,10 @@ class OpStats:
         site.sops += int(sops)
         site.saturated += int(saturated)
 
-    def add_sops(self, key: str, sops: int) -> None:
+    def add_sops(self, key: str, sops: int, macs: int = 0) -> None:
+        """Add spike-pair SOPs (and the exact product's multiply-adds) to an existing site."""
         self.sites[key].sops += int(sops)
+        self.sites[key].macs += int(macs)
 
     def reset(self) -> None:
         self.sites.clear()

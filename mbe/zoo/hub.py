@@ -67,7 +67,7 @@ def load(name: str):
     return _fetch(e.model_id, cls.from_pretrained, e.model_id, dtype=torch.float32).eval()
 
 
-def _dataset(e: HubEntry, limit: int | None):
+def _dataset(e: HubEntry, limit: int | None, tail: bool = False):
     try:
         import datasets
     except ImportError as exc:
@@ -75,18 +75,19 @@ def _dataset(e: HubEntry, limit: int | None):
                        "(or pip install -e '.[hub]')") from exc
     path, config, split = e.dataset
     if limit is not None and e.task != "causal-lm":
-        split = f"{split}[:{limit}]"
+        split = f"{split}[-{limit}:]" if tail else f"{split}[:{limit}]"
     return _fetch(f"data set {path}/{config or ''} ({split})", datasets.load_dataset, path, config, split=split)
 
 
-def batches(name: str, batch_size: int = 32, limit: int | None = None, labels: bool = True):
-    """Labelled evaluation batches (dicts of forward kwargs + ``labels``) for a hub classifier."""
+def batches(name: str, batch_size: int = 32, limit: int | None = None, labels: bool = True, tail: bool = False):
+    """Labelled evaluation batches (dicts of forward kwargs + ``labels``) for a hub classifier; ``tail``
+    takes the split's last ``limit`` rows instead of its first (calibration data disjoint from evaluation)."""
     import transformers
 
     e = entry(name)
     if e.task == "causal-lm":
         raise ZooError(f"{name} is a language model: use eval_tokens({name!r}) for perplexity")
-    data = _dataset(e, limit)
+    data = _dataset(e, limit, tail)
     out = []
     if e.task == "image-classification":
         proc = _fetch(e.model_id, transformers.AutoImageProcessor.from_pretrained, e.model_id)
@@ -119,6 +120,55 @@ def eval_tokens(name: str, limit: int | None = None) -> torch.Tensor:
     tok = _fetch(e.model_id, transformers.AutoTokenizer.from_pretrained, e.model_id)
     ids = torch.tensor(tok(text)["input_ids"])
     return ids if limit is None else ids[:limit]
+
+
+def unreachable(timeout: float = 10.0) -> dict[str, str]:
+    """``{name: reason}`` for every hub model whose page cannot be reached (empty when all can)."""
+    try:
+        from huggingface_hub import HfApi
+    except ImportError as exc:  # transformers depends on it, so this is unusual
+        return {name: f"huggingface_hub is not installed ({exc})" for name in HUB}
+    out = {}
+    for name, e in HUB.items():
+        try:
+            HfApi().model_info(e.model_id, timeout=timeout)
+        except Exception as exc:  # offline, DNS, HTTP errors: all mean "cannot run the paper profile"
+            out[name] = f"{e.model_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    return out
+
+
+class HubModel:
+    """A hub model with the zoo modules' interface (``NAME``, ``load``, ``batches``, ``eval_tokens``,
+    ``info``), so the notebooks' ``paper`` profile runs the same code as the embedded models.
+
+    Calibration batches (``split="train"``) come from the evaluation split's last rows, evaluation batches
+    from its first rows: the paper's calibration sets are not stated, and this keeps the two disjoint
+    without downloading a training split (ImageNet's is 140 GB).
+    """
+
+    context = 128
+
+    def __init__(self, name: str):
+        self.entry = entry(name)
+        self.NAME = name
+
+    def load(self):
+        return load(self.NAME)
+
+    def info(self) -> dict:
+        return {"metrics": {"model": self.entry.model_id, "data": "/".join(x for x in self.entry.dataset if x)}}
+
+    def eval_tokens(self, limit: int | None = None) -> torch.Tensor:
+        return eval_tokens(self.NAME, limit)
+
+    def batches(self, split: str = "test", batch_size: int = 32, limit: int | None = None, labels: bool = True):
+        if self.entry.task == "causal-lm":
+            ids = self.eval_tokens()
+            windows = ids[: ids.numel() // self.context * self.context].reshape(-1, self.context)
+            windows = windows.flip(0) if split == "train" else windows  # calibration from the end
+            windows = windows[:limit] if limit is not None else windows
+            return [{"input_ids": windows[i:i + batch_size]} for i in range(0, len(windows), batch_size)]
+        return batches(self.NAME, batch_size, limit, labels, tail=split == "train")
 
 
 def tiny_model(arch: str, seed: int = 0):

@@ -1,20 +1,26 @@
 """The embedded NLG model: a small GPT-2 trained from scratch on the Python documentation.
 
-Text: ``pydoc_data.topics`` (the language reference as prose, about 465k characters; part of every
-CPython install, PSF licence), so nothing is downloaded. The 79 topics are shuffled with a fixed seed;
-the first ``eval_topics`` are held out for evaluation and never seen in training (their text is what the
-perplexity is measured on), the rest train the tokenizer and the model. Topics are joined with ``</s>``.
+- Evaluation text: ``pydoc_data.topics``, the language reference as prose (79 topics, about 465k
+  characters; part of every CPython install, PSF licence), in a seeded order, joined with ``</s>``. It is
+  always at hand, so evaluating the shipped model needs nothing beyond the package. Calibration windows
+  come from the end of this stream, evaluation from its start (the two do not meet for evaluations under
+  about 100k tokens).
+- Training text: the rest of the Python documentation, the reST sources in Debian's ``python3.11-doc``
+  package (``apt-get install python3.11-doc``; only needed to retrain), without ``reference/`` (where the
+  topics come from) and without any paragraph that shares a run of 12 words with the evaluation text
+  (``library/stdtypes`` and others repeat reference passages), so the evaluation text is truly held out.
 
 Training samples random windows of ``context`` tokens from the training stream (seeded), AdamW with a
 linear warm-up and cosine decay, for a fixed number of steps. ``python -m mbe zoo train gpt2-pydocs``
-reproduces the shipped weights and tokenizer (the topics text depends on the Python minor version; the
-recipe records the one used).
+reproduces the shipped weights and tokenizer (the texts depend on the Python minor version; the recipe
+records the one used).
 """
 from __future__ import annotations
 
 import json
 import math
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -27,13 +33,17 @@ NAME = "gpt2-pydocs"
 RECIPE = {
     "config": {"n_positions": 128, "n_embd": 192, "n_layer": 4, "n_head": 4, "resid_pdrop": 0.1,
                "embd_pdrop": 0.1, "attn_pdrop": 0.1},
-    "vocab_size": 4096, "eval_topics": 8, "context": 128, "batch_size": 16, "steps": 2000, "lr": 2e-3,
+    "vocab_size": 4096, "context": 128, "batch_size": 16, "steps": 2000, "lr": 2e-3,
     "warmup": 100, "weight_decay": 0.1, "seed": 0, "python": "3.11",
+    "train_text": "python3.11-doc reST sources minus reference/ and paragraphs sharing 12 words with the topics",
+    "eval_text": "pydoc_data.topics, seeded order",
 }
+DOCS_DIR = Path("/usr/share/doc/python3.11/html/_sources")
+SHINGLE_WORDS = 12
 
 
-def load_topics() -> tuple[list[str], list[str]]:
-    """``(train_topics, eval_topics)``: the Python docs' topic texts, split by a seeded shuffle."""
+def load_topics() -> list[str]:
+    """The evaluation texts: every ``pydoc_data.topics`` topic, in a seeded order."""
     try:
         from pydoc_data.topics import topics
     except ImportError as exc:  # some distributions strip it
@@ -41,9 +51,29 @@ def load_topics() -> tuple[list[str], list[str]]:
                        "this Python was installed without it") from exc
     keys = sorted(topics)
     order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(RECIPE["seed"])).tolist()
-    texts = [topics[keys[i]].strip() for i in order]
-    n = RECIPE["eval_topics"]
-    return texts[n:], texts[:n]
+    return [topics[keys[i]].strip() for i in order]
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {tuple(words[i:i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)}
+
+
+def load_training_docs(docs_dir: Path = DOCS_DIR) -> list[str]:
+    """The training texts (see the module docstring); needs Debian's python3.11-doc."""
+    files = sorted(p for p in docs_dir.rglob("*.rst.txt") if "reference" not in p.relative_to(docs_dir).parts) \
+        if docs_dir.is_dir() else []
+    if not files:
+        raise ZooError(f"retraining {NAME} needs the Python docs' reST sources in {docs_dir}: "
+                       "apt-get install python3.11-doc (evaluating the shipped model does not)")
+    held_out = set().union(*(_shingles(t) for t in load_topics()))
+    docs = []
+    for path in files:
+        kept = [p for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
+                if p.strip() and not _shingles(p) & held_out]
+        if kept:
+            docs.append("\n\n".join(kept).strip())
+    return docs
 
 
 def _tokenizer_path(directory: Path) -> Path:
@@ -64,16 +94,18 @@ def token_stream(texts: list[str], tok) -> torch.Tensor:
 
 def eval_tokens(limit: int | None = None, directory: Path = WEIGHTS_DIR) -> torch.Tensor:
     """The held-out token stream (first ``limit`` tokens) for :func:`mbe.evaluate.compare_language_models`."""
-    ids = token_stream(load_topics()[1], tokenizer(directory))
+    ids = token_stream(load_topics(), tokenizer(directory))
     return ids if limit is None else ids[:limit]
 
 
-def batches(split: str = "eval", batch_size: int = 4, limit: int | None = None, labels: bool = False):
-    """Calibration batches (``{"input_ids": [batch, context]}``), consecutive windows of the split."""
-    train_texts, eval_texts = load_topics()
-    ids = token_stream(eval_texts if split in ("eval", "test") else train_texts, tokenizer())
+def batches(split: str = "train", batch_size: int = 4, limit: int | None = None, labels: bool = False):
+    """Windows of ``context`` held-out tokens as ``{"input_ids": [batch, context]}`` batches: for
+    calibration (``split="train"``) from the end of the evaluation stream, backwards; otherwise from its start."""
+    ids = eval_tokens()
     ctx = RECIPE["context"]
     windows = ids[: ids.numel() // ctx * ctx].reshape(-1, ctx)
+    if split == "train":
+        windows = windows.flip(0)
     if limit is not None:
         windows = windows[:limit]
     return [{"input_ids": windows[i:i + batch_size]} for i in range(0, len(windows), batch_size)]
@@ -91,7 +123,7 @@ def train(progress: bool = True, directory: Path = WEIGHTS_DIR):
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(RECIPE["seed"])
-    train_texts, eval_texts = load_topics()
+    train_texts, eval_texts = load_training_docs(), load_topics()
     tok = train_bpe(train_texts, RECIPE["vocab_size"], _tokenizer_path(directory))
     stream = token_stream(train_texts, tok)
     model = GPT2LMHeadModel(_config(len(tok), tok))

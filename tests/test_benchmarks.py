@@ -1,0 +1,19 @@
+"""The benchmark harness: one spawned process per measurement, ratios against same-run baselines.
+
+Only the structure is asserted (speed is measured by ``python -m mbe bench``, never by a timed test)."""
+import math
+
+from mbe.benchmarks import COLUMNS, run_suites, write_report
+
+
+def test_neuron_suite_rows_and_report(tmp_path):
+    frame = run_suites(("neuron",), timesteps=(8,), repeats=1, progress=False)
+    assert list(frame.columns) == COLUMNS
+    assert len(frame) == 3 * 2 and set(frame["mode"]) == {"eager", "compiled"}
+    for col in ("baseline_seconds", "seconds", "time_ratio", "elements_per_second"):
+        assert frame[col].map(lambda v: math.isfinite(v) and v > 0).all(), col
+    assert (frame.peak_mb >= 0).all() and (frame.timesteps == 8).all()
+    csv, md = write_report(frame, tmp_path)
+    assert csv.read_text().splitlines()[0] == ",".join(COLUMNS)
+    text = md.read_text()
+    assert "## neuron" in text and "torch" in text and text.count("| gelu (N=4) |") == 2
