@@ -28,9 +28,9 @@ from . import ops
 from .ops.stats import OpStats
 
 ATTENTION_NAME = "mbe_spiking"
-SITE_KINDS = ("attention", "norm", "activation", "gated_product")
+SITE_KINDS = ("attention", "norm", "activation", "gated_product", "pool")
 #: the neuron whose N a site's report row shows (activations name their own function)
-SITE_FUNCTION = {"attention": "exp2", "norm": "rsqrt", "gated_product": "identity"}
+SITE_FUNCTION = {"attention": "exp2", "norm": "rsqrt", "gated_product": "identity", "pool": "relu"}
 
 
 @dataclass
@@ -41,7 +41,7 @@ class ConversionConfig:
         timesteps: T for every neuron.
         n_basis: per-function basis counts, e.g. ``{"gelu": 8}``; unset functions use the paper's N.
         mode: ``"fused"`` or ``"event"`` (see :mod:`mbe.ops`).
-        convert: site kinds to make spiking (``"attention"``, ``"norm"``, ``"activation"``,
+        convert: site kinds to make spiking (``"attention"``, ``"norm"``, ``"activation"``, ``"pool"``,
             ``"gated_product"``); leave one out for partial conversion or ablations.
         exclude: site-name substrings to leave analog (e.g. ``["layer.0."]``).
         calibration_margin: widen each calibrated interval by this fraction of its width on both sides.
@@ -257,6 +257,34 @@ class SpikingGatedMLP(nn.Module):
         return self.down_proj(prod)
 
 
+class SpikingMaxPool2d(nn.Module):
+    """Replaces ``nn.MaxPool2d`` (square kernel, no dilation): comparisons by the ReLU neuron."""
+
+    def __init__(self, original: nn.MaxPool2d, site: Site, state: ConversionState):
+        super().__init__()
+        k, s, p, dil = (original.kernel_size, original.stride, original.padding, original.dilation)
+        if any(isinstance(v, tuple) and len(set(v)) > 1 for v in (k, s, p)) or dil not in (1, (1, 1)) \
+                or original.ceil_mode or original.return_indices:
+            raise ValueError(f"mbe.convert: {site.name}: only square, undilated MaxPool2d without ceil_mode or "
+                             f"indices is supported, got {original}")
+        first = (lambda v: v[0] if isinstance(v, tuple) else v)
+        self.kernel_size, self.stride, self.padding = first(k), first(s), first(p)
+        self.exact = original
+        self.site, self.state = site, state
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.state.calibrating or not self.site.enabled:
+            if self.state.calibrating:
+                self.site.observe("input", x)
+            return self.exact(x)
+        cfg = self.state.config
+        return ops.spiking_max_pool2d(x, self.kernel_size, self.stride, self.padding, n_basis=cfg.n_basis.get("relu"),
+                                      **self.state.op_kwargs(self.site))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, site={self.site.name!r}"
+
+
 class SpikingClassificationHead(nn.Module):
     """Replaces RoBERTa's classification head, whose ``torch.tanh`` is a function call (not a module):
     same ``dense``, ``dropout``, ``out_proj``; the tanh becomes a spiking activation."""
@@ -333,15 +361,15 @@ def _register_attention() -> None:
 # ---------------------------------------------------------------------------------------------
 #: leaf modules that are linear (or lookups) and stay as they are
 LINEAR_TYPES = ("Linear", "Conv1D", "Conv2d", "Embedding", "Dropout", "Identity", "LlamaRotaryEmbedding",
-                "ViTPatchEmbeddings")
+                "ViTPatchEmbeddings", "BatchNorm2d", "AdaptiveAvgPool2d", "AvgPool2d", "Flatten")
 ACTIVATIONS = {
     "GELUActivation": "gelu", "GELU": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
     "PytorchGELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh", "SiLUActivation": "silu", "SiLU": "silu",
-    "Tanh": "tanh", "Sigmoid": "sigmoid",
+    "Tanh": "tanh", "Sigmoid": "sigmoid", "ReLU": "relu",
 }
 SUPPORTED_MODELS = ("ViTForImageClassification", "ViTModel", "BertForSequenceClassification", "BertModel",
                     "RobertaForSequenceClassification", "RobertaModel", "GPT2LMHeadModel", "GPT2Model",
-                    "LlamaForCausalLM", "LlamaModel")
+                    "LlamaForCausalLM", "LlamaModel", "ResNetForImageClassification", "ResNetModel")
 
 
 def _activation_function(module: nn.Module) -> Optional[str]:
@@ -382,7 +410,8 @@ def convert(model: nn.Module, calibration: Iterable[dict], config: Optional[Conv
     _swap_modules(snn, state)
     for name, module in snn.named_modules():  # the attention function finds its site through its module
         module._mbe_state, module._mbe_name = state, name
-    snn.set_attn_implementation(ATTENTION_NAME)
+    if getattr(snn, "_supports_attention_backend", False):  # CNNs have no attention to route
+        snn.set_attn_implementation(ATTENTION_NAME)
     snn.mbe_state = state
     calibrate(snn, calibration, progress=progress)
     state.fit_activation_neurons()
@@ -407,6 +436,8 @@ def _swap_modules(root: nn.Module, state: ConversionState) -> None:
                 setattr(parent, child_name, SpikingLayerNorm(child, state.site(full, "norm", "spiking_layer_norm"), state))
             elif _is_rms_norm(child):
                 setattr(parent, child_name, SpikingRMSNorm(child, state.site(full, "norm", "spiking_rms_norm"), state))
+            elif isinstance(child, nn.MaxPool2d):
+                setattr(parent, child_name, SpikingMaxPool2d(child, state.site(full, "pool", "spiking_max_pool2d"), state))
             elif _activation_function(child) is not None:
                 fn = _activation_function(child)
                 site = state.site(full, "activation", f"spiking_activation({fn!r})")

@@ -85,6 +85,8 @@ register_function("tanh", torch.tanh, (-10.0, 10.0), 4, "tanh (pooler); domain (
 register_function("silu", torch.nn.functional.silu, (-20.0, 20.0), 4,
                   "SiLU/Swish (Llama's SwiGLU gate); domain and N (mbe)")
 register_function("sigmoid", torch.sigmoid, (-20.0, 20.0), 4, "logistic sigmoid; domain and N (mbe)")
+register_function("relu", torch.relu, (-20.0, 20.0), 4,
+                  "ReLU (CNNs; max pooling as b + relu(a - b)); domain and N (mbe)")
 register_function("exp2", torch.exp2, (0.0, 1.0), 8, "2^x on the fractional part (softmax)")
 register_function("reciprocal", torch.reciprocal, (0.5, 1.0), 8, "1/x on the mantissa (softmax)")
 register_function("rsqrt", torch.rsqrt, (0.5, 2.0), 8, "1/sqrt(x) on the mantissa (LayerNorm)")

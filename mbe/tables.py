@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 SHIPPED_DIR = Path(__file__).parent / "tables"
 
 #: the functions whose tables ship with the package (user-registered ones are fitted on demand)
-BUILTIN_FUNCTIONS = ("gelu", "gelu_tanh", "tanh", "silu", "sigmoid", "exp2", "reciprocal", "rsqrt", "identity")
+BUILTIN_FUNCTIONS = ("gelu", "gelu_tanh", "tanh", "silu", "sigmoid", "relu", "exp2", "reciprocal", "rsqrt", "identity")
 SHIPPED_TIMESTEPS = (4, 6, 8, 10, 12, 16)
 ACTIVATIONS_WIDE = ("gelu", "gelu_tanh", "silu", "tanh", "sigmoid")
 TABLE_X_BASES = (1, 2, 4, 6, 8)

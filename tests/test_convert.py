@@ -224,3 +224,24 @@ def test_neuron_overrides_replace_one_function_everywhere():
     with pytest.raises(ValueError, match="T=16"):
         mbe.set_timesteps(swapped, 8)
         logits(swapped, batch)
+
+
+def test_cnn_relu_and_max_pooling_convert():
+    """A tiny ResNet: every ReLU and the max pooling become spiking; with ReLU's near-exact neuron the twin
+    tracks the ANN closely, and weights stay bit for bit."""
+    model, batch = tiny("resnet")
+    snn = mbe.convert(model, [batch], progress=False)
+    ann, out = logits(model, batch), logits(snn, batch)
+    assert float((out - ann).abs().max()) < 2e-2 * float(ann.abs().max())
+    report = mbe.conversion_report(snn)
+    assert int((report.kind == "pool").sum()) == 1 and int((report.kind == "activation").sum()) == 5
+    assert (report[report.kind.isin(["pool", "activation"])].spikes > 0).all()
+    sd_a, sd_s = model.state_dict(), snn.state_dict()
+    assert all(torch.equal(sd_a[k], sd_s[k]) for k in sd_a)
+
+
+def test_unsupported_max_pool_is_named():
+    model, batch = tiny("resnet")
+    model.resnet.embedder.pooler = torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+    with pytest.raises(ValueError, match="resnet.embedder.pooler: only square, undilated MaxPool2d"):
+        mbe.convert(model, [batch], progress=False)

@@ -81,6 +81,7 @@ def test_vision_notebook_csv(smoke_run):
     assert {"model", "activation_domain", "timesteps", "samples", "ann_accuracy", "snn_accuracy", "agreement",
             "delta_points"} <= set(sweep.columns)
     assert (sweep.samples == 100).all() and (sweep.ann_accuracy > 90).all()  # the ANN is sane
+    assert set(sweep.model) == {"vit-mnist", "resnet-mnist"}
     assert (sweep.agreement >= 90).all()
     report = pd.read_csv(smoke_run / "results" / "table1_vision_report.csv")
     assert {"attention", "norm", "activation"} <= set(report.kind)

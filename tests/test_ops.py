@@ -237,3 +237,19 @@ def test_event_tiles_respect_the_budget():
     assert event_mul_chunk(10**9, 128, 256) * 8 * (6 * 128 + 4) <= 256 * 2**20
     with pytest.raises(MemoryError, match="budget_mb"):
         event_matmul_tiles(1, 1, 10**6, 1, slots=128, budget_mb=1)
+
+
+def test_spiking_max_pool_matches_torch():
+    """max(a, b) = b + relu(a - b) with the ReLU neuron: within the neuron's error of torch's max pooling."""
+    x = torch.randn(2, 3, 9, 9, generator=torch.Generator().manual_seed(0)) * 3
+    stats = ops.OpStats()
+    for k, s, p in [(3, 2, 1), (2, 2, 0)]:
+        got = ops.spiking_max_pool2d(x, k, s, p, timesteps=16, stats=stats)
+        ref = torch.nn.functional.max_pool2d(x, k, s, p)
+        assert got.shape == ref.shape
+        assert float((got - ref).abs().max()) < 1e-2 * float(x.abs().max())
+    assert stats.sites["relu"].spikes > 0
+    event = ops.spiking_max_pool2d(x, 3, 2, 1, timesteps=8, mode="event")
+    assert torch.allclose(event, ops.spiking_max_pool2d(x, 3, 2, 1, timesteps=8), atol=1e-5)
+    with pytest.raises(ValueError, match="expected \\[batch, channels, height, width\\]"):
+        ops.spiking_max_pool2d(x[0], 3)

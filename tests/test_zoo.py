@@ -159,3 +159,19 @@ def test_hub_offline_gives_a_clear_error():
     for line, e in zip(lines, mbe.zoo.hub.HUB.values(), strict=False):
         assert e.model_id in line and "python -m mbe zoo list" in line
     assert "unknown hub model 'nope'" in lines[-1]
+
+
+def test_resnet_loads_matches_its_accuracy_and_converts():
+    from mbe.zoo import cnn
+
+    ann = cnn.load()
+    _, _, x_te, y_te = cnn.load_mnist()
+    with torch.no_grad():
+        acc = float((ann(pixel_values=x_te).logits.argmax(-1) == y_te).float().mean()) * 100
+    assert acc == pytest.approx(cnn.info()["metrics"]["test_accuracy"], abs=0.05) and acc > 95
+    snn = mbe.convert(ann, cnn.batches("train", batch_size=32, limit=64, labels=False),
+                      mbe.ConversionConfig(timesteps=8), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mbe.compare_classifiers(ann, snn, cnn.batches("test", batch_size=100, limit=200), progress=False)
+    assert res["samples"] == 200 and res["agreement"] >= 97

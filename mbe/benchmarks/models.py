@@ -1,13 +1,14 @@
 """Each converted zoo model's forward (fused, event) against its ANN's, on a fixed batch.
 
 The spiking twin is calibrated on the model's usual calibration batches (as the notebooks do), then
-one batch is timed: ``vit-mnist`` 100 test digits, ``minilm-tweets`` and ``roberta-tweets`` 32 test tweets,
+one batch is timed: ``vit-mnist`` and ``resnet-mnist`` 100 test digits, ``minilm-tweets`` and ``roberta-tweets`` 32 test tweets,
 ``gpt2-pydocs`` 4 windows of 128 held-out tokens, ``smollm2-135m`` (only when installed) 1 window.
 """
 from __future__ import annotations
 
 #: label -> (zoo name, batch size)
-CASES = {"vit-mnist (100 digits)": ("vit-mnist", 100), "minilm-tweets (32 tweets)": ("minilm-tweets", 32),
+CASES = {"vit-mnist (100 digits)": ("vit-mnist", 100), "resnet-mnist (100 digits)": ("resnet-mnist", 100),
+         "minilm-tweets (32 tweets)": ("minilm-tweets", 32),
          "roberta-tweets (32 tweets)": ("roberta-tweets", 32), "gpt2-pydocs (4 x 128 tokens)": ("gpt2-pydocs", 4),
          "smollm2-135m (1 x 128 tokens)": ("smollm2-135m", 1)}
 #: event mode simulates every spike pair; on the largest models a single call takes minutes

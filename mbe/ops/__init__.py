@@ -2,15 +2,16 @@
 
 ``spiking_mul``, ``spiking_matmul``: activation x activation products (Eq. 9-12);
 ``spiking_softmax`` (Eq. 13); ``spiking_layer_norm``, ``spiking_rms_norm``; ``spiking_activation``,
-``spiking_swiglu``. Statistics go into an :class:`OpStats` the caller passes.
+``spiking_swiglu``; ``spiking_max_pool2d`` (CNNs). Statistics go into an :class:`OpStats` the caller passes.
 """
 from .encoding import MODES, encode, site_neuron
-from .nonlinear import (spiking_activation, spiking_layer_norm, spiking_rms_norm, spiking_softmax,
-                        spiking_swiglu)
+from .nonlinear import (spiking_activation, spiking_layer_norm, spiking_max_pool2d, spiking_rms_norm,
+                        spiking_softmax, spiking_swiglu)
 from .products import spiking_matmul, spiking_mul
 from .stats import OpStats, SiteCounts
 
 __all__ = [
-    "MODES", "encode", "site_neuron", "spiking_activation", "spiking_layer_norm", "spiking_rms_norm",
+    "MODES", "encode", "site_neuron", "spiking_activation", "spiking_layer_norm", "spiking_max_pool2d",
+    "spiking_rms_norm",
     "spiking_softmax", "spiking_swiglu", "spiking_matmul", "spiking_mul", "OpStats", "SiteCounts",
 ]

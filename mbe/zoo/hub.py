@@ -174,7 +174,7 @@ class HubModel:
 def tiny_model(arch: str, seed: int = 0):
     """A small randomly initialised model of one of the five architectures and an example batch.
 
-    ``arch`` is ``vit``, ``bert``, ``roberta``, ``gpt2`` or ``llama``. The batch's second row is padded
+    ``arch`` is ``vit``, ``bert``, ``roberta``, ``gpt2``, ``llama`` or ``resnet`` (a CNN: ReLU, max pooling). The batch's second row is padded
     (positions 6-8 masked) for the encoders, so padding handling is exercised too.
     """
     from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
@@ -205,4 +205,10 @@ def tiny_model(arch: str, seed: int = 0):
         cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
         return LlamaForCausalLM(cfg), {"input_ids": ids}
-    raise ValueError(f"tiny_model: unknown architecture {arch!r}; use one of vit, bert, roberta, gpt2, llama")
+    if arch == "resnet":
+        from transformers import ResNetConfig, ResNetForImageClassification
+
+        cfg = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                           hidden_act="relu", num_labels=3)
+        return ResNetForImageClassification(cfg).eval(), {"pixel_values": torch.randn(2, 3, 32, 32, generator=gen)}
+    raise ValueError(f"tiny_model: unknown architecture {arch!r}; use one of vit, bert, roberta, gpt2, llama, resnet")

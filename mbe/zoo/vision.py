@@ -65,24 +65,29 @@ def train(progress: bool = True) -> tuple[torch.nn.Module, dict]:
     from transformers import ViTForImageClassification
 
     torch.manual_seed(RECIPE["seed"])
-    gen = torch.Generator().manual_seed(RECIPE["seed"])
+    return train_image_classifier(ViTForImageClassification(_config()), RECIPE, NAME, progress)
+
+
+def train_image_classifier(model: torch.nn.Module, recipe: dict, name: str, progress: bool = True):
+    """The MNIST training loop shared by the zoo's image models: AdamW, one-cycle lr, random shifts of up
+    to ``recipe["augment_shift"]`` pixels, seeded; returns the model (eval mode) and its metrics."""
+    gen = torch.Generator().manual_seed(recipe["seed"])
     x_tr, y_tr, x_te, y_te = load_mnist()
-    model = ViTForImageClassification(_config())
-    opt = torch.optim.AdamW(model.parameters(), lr=RECIPE["lr"], weight_decay=RECIPE["weight_decay"])
-    steps = RECIPE["epochs"] * ((len(x_tr) + RECIPE["batch_size"] - 1) // RECIPE["batch_size"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=RECIPE["lr"], total_steps=steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
+    steps = recipe["epochs"] * ((len(x_tr) + recipe["batch_size"] - 1) // recipe["batch_size"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["lr"], total_steps=steps)
     start = time.perf_counter()
-    epochs = range(RECIPE["epochs"])
+    epochs = range(recipe["epochs"])
     if progress:
         from tqdm.auto import tqdm
 
-        epochs = tqdm(epochs, desc=f"training {NAME}")
-    shift = RECIPE["augment_shift"]
+        epochs = tqdm(epochs, desc=f"training {name}")
+    shift = recipe["augment_shift"]
     for _ in epochs:
         model.train()
         order = torch.randperm(len(x_tr), generator=gen)
-        for i in range(0, len(order), RECIPE["batch_size"]):
-            idx = order[i:i + RECIPE["batch_size"]]
+        for i in range(0, len(order), recipe["batch_size"]):
+            idx = order[i:i + recipe["batch_size"]]
             dx, dy = torch.randint(-shift, shift + 1, (2,), generator=gen).tolist()
             xb = torch.roll(x_tr[idx], shifts=(dx, dy), dims=(2, 3))
             loss = torch.nn.functional.cross_entropy(model(pixel_values=xb).logits, y_tr[idx])
