@@ -47,6 +47,23 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _mmap_threshold(nbytes: int) -> None:
+    """Fix glibc's mmap threshold (best effort; no-op elsewhere). Small: every sizeable tensor is its own
+    mapping, returned to the OS when freed, so the peak RSS shows transient tensors; large: the default
+    behaviour (heap reuse) for timing."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, int(nbytes))
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _measure(args) -> tuple[float, float, int]:
     """In the child: build one case, warm it up, then (peak over one call, median of ``repeats`` calls)."""
     suite, key, impl, timesteps, repeats = args
@@ -64,10 +81,12 @@ def _measure(args) -> tuple[float, float, int]:
         fn()
         return time.perf_counter() - start, max(_peak_mb() - before, 0.0), elements
     fn()  # warm-up: tables, compiled graphs, allocator
+    _mmap_threshold(64 << 10)  # tensors over 64 KiB map and unmap: the peak covers what the call allocates
     _reset_peak()
     before = _rss_mb()
     fn()
     peak = _peak_mb() - before
+    _mmap_threshold(32 << 20)  # back to heap reuse for timing
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
