@@ -267,8 +267,7 @@ class SpikingMaxPool2d(nn.Module):
                 or original.ceil_mode or original.return_indices:
             raise ValueError(f"mbe.convert: {site.name}: only square, undilated MaxPool2d without ceil_mode or "
                              f"indices is supported, got {original}")
-        first = (lambda v: v[0] if isinstance(v, tuple) else v)
-        self.kernel_size, self.stride, self.padding = first(k), first(s), first(p)
+        self.kernel_size, self.stride, self.padding = (v[0] if isinstance(v, tuple) else v for v in (k, s, p))
         self.exact = original
         self.site, self.state = site, state
 

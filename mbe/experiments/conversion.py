@@ -21,32 +21,9 @@ PAPER_GPT2_WIKI103 = {"ann": 22.65, 16: 23.41, 12: 33.56, 10: 11992.0, 8: 41072.
 PAPER_TABLE3 = {"WikiText-2": (22.34, 22.69), "WikiText-103": (22.65, 23.41)}
 
 
-def classifier_sweep(ann, calibration, test_batches, timesteps: Sequence[int] = (16, 12, 10, 8, 6, 4),
-                     domains: Sequence[str] = ("table", "calibrated"), model_name: str = "model",
-                     progress: bool = True) -> pd.DataFrame:
-    """Accuracy of ANN and SNN (and their agreement) for every T and activation-domain choice.
-
-    Calibration runs once per domain choice; T changes reuse it (:func:`mbe.set_timesteps`).
-    """
-    calibration, test_batches = list(calibration), list(test_batches)
-    rows = []
-    for domain in domains:
-        snn = convert(ann, calibration, ConversionConfig(timesteps=max(timesteps), activation_domain=domain),
-                      progress=False)
-        for t in timesteps:
-            set_timesteps(snn, t)
-            start = time.perf_counter()
-            res = compare_classifiers(ann, snn, test_batches, progress=progress)
-            rows.append({"model": model_name, "activation_domain": domain, "timesteps": t, **res,
-                         "delta_points": res["snn_accuracy"] - res["ann_accuracy"],
-                         "seconds": time.perf_counter() - start})
-    return pd.DataFrame(rows)
-
-
-def lm_sweep(ann, calibration, token_ids, timesteps: Sequence[int] = (16, 12, 10, 8),
-             domains: Sequence[str] = ("table", "calibrated"), context: int = 128, stride: int = 64,
-             model_name: str = "model", progress: bool = True) -> pd.DataFrame:
-    """Sliding-window perplexity of ANN and SNN (and their agreement) for every T and domain choice."""
+def _sweep(ann, calibration, timesteps, domains, measure, model_name: str) -> list[dict]:
+    """Convert once per activation-domain choice, then for every T (calibration reused,
+    :func:`mbe.set_timesteps`) one row of ``measure(snn)`` and its wall time."""
     calibration = list(calibration)
     rows = []
     for domain in domains:
@@ -55,7 +32,27 @@ def lm_sweep(ann, calibration, token_ids, timesteps: Sequence[int] = (16, 12, 10
         for t in timesteps:
             set_timesteps(snn, t)
             start = time.perf_counter()
-            res = compare_language_models(ann, snn, token_ids, context=context, stride=stride, progress=progress)
+            res = measure(snn)
             rows.append({"model": model_name, "activation_domain": domain, "timesteps": t, **res,
                          "seconds": time.perf_counter() - start})
-    return pd.DataFrame(rows)
+    return rows
+
+
+def classifier_sweep(ann, calibration, test_batches, timesteps: Sequence[int] = (16, 12, 10, 8, 6, 4),
+                     domains: Sequence[str] = ("table", "calibrated"), model_name: str = "model",
+                     progress: bool = True) -> pd.DataFrame:
+    """Accuracy of ANN and SNN (and their agreement) for every T and activation-domain choice."""
+    test_batches = list(test_batches)
+    rows = _sweep(ann, calibration, timesteps, domains,
+                  lambda snn: compare_classifiers(ann, snn, test_batches, progress=progress), model_name)
+    frame = pd.DataFrame(rows)
+    frame.insert(len(frame.columns) - 1, "delta_points", frame.snn_accuracy - frame.ann_accuracy)
+    return frame
+
+
+def lm_sweep(ann, calibration, token_ids, timesteps: Sequence[int] = (16, 12, 10, 8),
+             domains: Sequence[str] = ("table", "calibrated"), context: int = 128, stride: int = 64,
+             model_name: str = "model", progress: bool = True) -> pd.DataFrame:
+    """Sliding-window perplexity of ANN and SNN (and their agreement) for every T and domain choice."""
+    return pd.DataFrame(_sweep(ann, calibration, timesteps, domains, lambda snn: compare_language_models(
+        ann, snn, token_ids, context=context, stride=stride, progress=progress), model_name))

@@ -14,7 +14,7 @@ the language models ``eval_tokens()``); each trained model is
 retrained with ``python -m mbe zoo train NAME``.
 """
 from . import cnn, hub, nlg, nlu, roberta, smollm2, vision
-from .vision import ZooError
+from .storage import ZooError
 
 MODELS = {vision.NAME: vision, cnn.NAME: cnn, nlu.NAME: nlu, roberta.NAME: roberta, nlg.NAME: nlg,
           smollm2.NAME: smollm2}

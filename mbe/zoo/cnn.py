@@ -8,12 +8,12 @@ the shipped weights.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from .vision import WEIGHTS_DIR, ZooError, batches, load_mnist, train_image_classifier
+from .storage import WEIGHTS_DIR, load_tensors, read_info, save_tensors
+from .vision import batches, load_mnist, train_image_classifier
 
 NAME = "resnet-mnist"
 RECIPE = {
@@ -41,27 +41,18 @@ def train(progress: bool = True):
 
 
 def save(model: torch.nn.Module, metrics: dict, directory: Path = WEIGHTS_DIR) -> Path:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{NAME}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    (directory / f"{NAME}.json").write_text(json.dumps({"recipe": RECIPE, "metrics": metrics}, indent=1) + "\n")
-    return path
+    return save_tensors(NAME, model.state_dict(), RECIPE, metrics, directory)
 
 
 def load(directory: Path = WEIGHTS_DIR) -> torch.nn.Module:
     """The shipped ResNet (eval mode). Raises :class:`ZooError` with the retrain command if weights are missing."""
-    from safetensors.torch import load_file
     from transformers import ResNetForImageClassification
 
-    path = directory / f"{NAME}.safetensors"
-    if not path.is_file():
-        raise ZooError(f"{path} is missing; train it with: python -m mbe zoo train {NAME}")
+    tensors = load_tensors(NAME, directory)
     model = ResNetForImageClassification(_config())
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(tensors)
     return model.eval()
 
 
 def info(directory: Path = WEIGHTS_DIR) -> dict:
-    return json.loads((directory / f"{NAME}.json").read_text())
+    return read_info(NAME, directory)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .vision import ZooError
+from .storage import ZooError
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ def unreachable(timeout: float = 10.0) -> dict[str, str]:
         try:
             HfApi().model_info(e.model_id, timeout=timeout)
         except Exception as exc:  # offline, DNS, HTTP errors: all mean "cannot run the paper profile"
-            out[name] = f"{e.model_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            first_line = str(exc).splitlines()[0][:160] if str(exc) else ""
+            out[name] = f"{e.model_id}: {type(exc).__name__}: {first_line}"
     return out
 
 
@@ -172,10 +173,11 @@ class HubModel:
 
 
 def tiny_model(arch: str, seed: int = 0):
-    """A small randomly initialised model of one of the five architectures and an example batch.
+    """A small randomly initialised model of one of the six architectures and an example batch.
 
-    ``arch`` is ``vit``, ``bert``, ``roberta``, ``gpt2``, ``llama`` or ``resnet`` (a CNN: ReLU, max pooling). The batch's second row is padded
-    (positions 6-8 masked) for the encoders, so padding handling is exercised too.
+    ``arch`` is ``vit``, ``bert``, ``roberta``, ``gpt2``, ``llama`` or ``resnet`` (a CNN: ReLU, max
+    pooling). The batch's second row is padded (positions 6-8 masked) for the encoders, so padding
+    handling is exercised too.
     """
     from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
                               LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification, ViTConfig,

@@ -17,7 +17,6 @@ records the one used).
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import re
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .text import load_bpe, train_bpe
-from .vision import WEIGHTS_DIR, ZooError
+from .storage import WEIGHTS_DIR, ZooError, load_tensors, read_info, save_tensors
 
 NAME = "gpt2-pydocs"
 RECIPE = {
@@ -172,34 +171,25 @@ def perplexity(model, ids: torch.Tensor, stride: int | None = None) -> float:
 
 
 def save(model, metrics: dict, directory: Path = WEIGHTS_DIR) -> Path:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{NAME}.safetensors"
     # the tied LM head is the embedding: store it once
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    save_file(state, str(path))
-    (directory / f"{NAME}.json").write_text(json.dumps({"recipe": RECIPE, "metrics": metrics}, indent=1) + "\n")
-    return path
+    tensors = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    return save_tensors(NAME, tensors, RECIPE, metrics, directory)
 
 
 def load(directory: Path = WEIGHTS_DIR):
     """The shipped GPT-2 (eval mode). Raises :class:`ZooError` with the retrain command if files are missing."""
-    from safetensors.torch import load_file
     from transformers import GPT2LMHeadModel
 
-    path = directory / f"{NAME}.safetensors"
-    if not path.is_file():
-        raise ZooError(f"{path} is missing; train it with: python -m mbe zoo train {NAME}")
+    tensors = load_tensors(NAME, directory)
     tok = tokenizer(directory)
     model = GPT2LMHeadModel(_config(len(tok), tok))
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise ZooError(f"{path} does not fit the recipe's GPT-2 (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-                       f"retrain it with: python -m mbe zoo train {NAME}")
+        raise ZooError(f"the {NAME} weights do not fit the recipe's GPT-2 (missing {missing[:3]}, unexpected "
+                       f"{unexpected[:3]}); retrain them with: python -m mbe zoo train {NAME}")
     model.tie_weights()
     return model.eval()
 
 
 def info(directory: Path = WEIGHTS_DIR) -> dict:
-    return json.loads((directory / f"{NAME}.json").read_text())
+    return read_info(NAME, directory)

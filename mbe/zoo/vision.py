@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+from .storage import WEIGHTS_DIR, ZooError, load_tensors, read_info, save_tensors
+
 NAME = "vit-mnist"
 
 #: model and training recipe of the shipped weights
@@ -27,10 +27,6 @@ RECIPE = {
     "weight_decay": 0.05, "seed": 0, "augment_shift": 2,
 }
 MEAN, STD = 0.1307, 0.3081
-
-
-class ZooError(RuntimeError):
-    """A zoo model or data set is missing; the message says how to get it."""
 
 
 def load_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,30 +99,21 @@ def train_image_classifier(model: torch.nn.Module, recipe: dict, name: str, prog
 
 
 def save(model: torch.nn.Module, metrics: dict, directory: Path = WEIGHTS_DIR) -> Path:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{NAME}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    (directory / f"{NAME}.json").write_text(json.dumps({"recipe": RECIPE, "metrics": metrics}, indent=1) + "\n")
-    return path
+    return save_tensors(NAME, model.state_dict(), RECIPE, metrics, directory)
 
 
 def load(directory: Path = WEIGHTS_DIR) -> torch.nn.Module:
     """The shipped ViT (eval mode). Raises :class:`ZooError` with the retrain command if weights are missing."""
-    from safetensors.torch import load_file
     from transformers import ViTForImageClassification
 
-    path = directory / f"{NAME}.safetensors"
-    if not path.is_file():
-        raise ZooError(f"{path} is missing; train it with: python -m mbe zoo train {NAME}")
+    tensors = load_tensors(NAME, directory)
     model = ViTForImageClassification(_config())
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(tensors)
     return model.eval()
 
 
 def info(directory: Path = WEIGHTS_DIR) -> dict:
-    return json.loads((directory / f"{NAME}.json").read_text())
+    return read_info(NAME, directory)
 
 
 def batches(split: str = "test", batch_size: int = 100, limit: int | None = None, labels: bool = True):
