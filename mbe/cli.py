@@ -1,5 +1,6 @@
 """Command line: ``fit`` regenerates neuron tables, ``tables`` checks them, ``reproduce`` runs the
 notebooks, ``bench`` measures speed and memory against baselines."""
+
 from __future__ import annotations
 
 import argparse
@@ -57,16 +58,22 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['notebook']:32s} {row['seconds']:8.1f} s")
     report = write_run_report(rows, args.profile, args.results)
-    print(f"profile {args.profile}: {len(rows)} notebook(s) ran; CSVs in {args.results}/, figures in {args.figures}/; "
-          f"report: {report}")
+    print(
+        f"profile {args.profile}: {len(rows)} notebook(s) ran; CSVs in {args.results}/, figures in {args.figures}/; "
+        f"report: {report}"
+    )
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_suites, write_report
 
-    frame = run_suites(suites=args.suites, timesteps=tuple(args.timesteps), repeats=args.repeats,
-                       event_timesteps=tuple(args.event_timesteps))
+    frame = run_suites(
+        suites=args.suites,
+        timesteps=tuple(args.timesteps),
+        repeats=args.repeats,
+        event_timesteps=tuple(args.event_timesteps),
+    )
     csv, md = write_report(frame, args.out, name=args.name)
     print(md.read_text())
     print(f"wrote {csv} and {md}")
@@ -122,18 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
     tables.set_defaults(run=_cmd_tables)
 
     rep = sub.add_parser("reproduce", help="run the notebook suite with papermill")
-    rep.add_argument("--profile", default="default", choices=["smoke", "default", "paper"],
-                     help="smoke: minutes (the tests); default: embedded models, offline; paper: hub models (network)")
+    rep.add_argument(
+        "--profile",
+        default="default",
+        choices=["smoke", "default", "paper"],
+        help="smoke: minutes (the tests); default: embedded models, offline; paper: hub models (network)",
+    )
     rep.add_argument("--notebooks", default="notebooks")
     rep.add_argument("--results", default="results")
     rep.add_argument("--figures", default="figures")
     rep.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 01")
     rep.set_defaults(run=_cmd_reproduce)
 
-    bench = sub.add_parser("bench", help="benchmarks: neuron, operator, model and fitting cost, ratios to "
-                                         "baselines measured in the same run (results/bench.csv)")
-    bench.add_argument("--suites", nargs="+", default=["neuron", "operators", "models", "fitting"],
-                       choices=["neuron", "operators", "models", "fitting"])
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: neuron, operator, model and fitting cost, ratios to "
+        "baselines measured in the same run (results/bench.csv)",
+    )
+    bench.add_argument(
+        "--suites",
+        nargs="+",
+        default=["neuron", "operators", "models", "fitting"],
+        choices=["neuron", "operators", "models", "fitting"],
+    )
     bench.add_argument("--timesteps", type=int, nargs="+", default=[8, 16])
     bench.add_argument("--event-timesteps", type=int, nargs="*", default=[8, 16])
     bench.add_argument("--name", default="bench", help="output file stem under --out")

@@ -14,6 +14,7 @@ in exact mode, recording each site's input interval; those intervals become the 
 are never modified; linear layers, embeddings and residual additions stay as they are (a linear layer fed
 a spike train with intensities computes the same sum; see :func:`conversion_report`'s analog list).
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from .ops.stats import OpStats
+from .stats import OpStats
 
 ATTENTION_NAME = "mbe_spiking"
 SITE_KINDS = ("attention", "norm", "activation", "gated_product", "pool")
@@ -71,14 +72,42 @@ class ConversionConfig:
 
     def __post_init__(self):
         if self.activation_domain not in ("table", "calibrated"):
-            raise ValueError(f"ConversionConfig.activation_domain must be 'table' or 'calibrated', "
-                             f"got {self.activation_domain!r}")
+            raise ValueError(
+                f"ConversionConfig.activation_domain must be 'table' or 'calibrated', got {self.activation_domain!r}"
+            )
         ops.encoding.check_mode(self.mode)
         unknown = set(self.convert) - set(SITE_KINDS)
         if unknown:
-            raise ValueError(f"ConversionConfig.convert: unknown site kinds {sorted(unknown)}; choose from {SITE_KINDS}")
-        if not isinstance(self.timesteps, int) or not 1 <= self.timesteps <= 64:
-            raise ValueError(f"ConversionConfig.timesteps must be an integer in [1, 64], got {self.timesteps!r}")
+            raise ValueError(
+                f"ConversionConfig.convert: unknown site kinds {sorted(unknown)}; choose from {SITE_KINDS}"
+            )
+        _check_timesteps(self.timesteps)
+        for name in ("convert", "exclude"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise TypeError(
+                    f"ConversionConfig.{name} must be a tuple or list of strings, "
+                    f"got {type(getattr(self, name)).__name__}"
+                )
+        if not isinstance(self.n_basis, dict):
+            raise TypeError(
+                f"ConversionConfig.n_basis must be a dict {{function: N}}, got {type(self.n_basis).__name__}"
+            )
+        from .functions import list_functions
+
+        for fn, n in self.n_basis.items():
+            if fn not in list_functions():
+                raise ValueError(f"ConversionConfig.n_basis: unknown function {fn!r}; registered: {list_functions()}")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
+                raise ValueError(f"ConversionConfig.n_basis[{fn!r}] must be an integer in [1, 64], got {n!r}")
+        if not (isinstance(self.calibration_margin, (int, float)) and 0 <= self.calibration_margin < 10):
+            raise ValueError(
+                f"ConversionConfig.calibration_margin must be a fraction in [0, 10), got {self.calibration_margin!r}"
+            )
+
+
+def _check_timesteps(timesteps) -> None:
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= 64:
+        raise ValueError(f"timesteps must be an integer in [1, 64], got {timesteps!r}")
 
 
 @dataclass
@@ -91,6 +120,11 @@ class Site:
     enabled: bool = True
     ranges: dict = field(default_factory=dict)
     stats: OpStats = field(default_factory=OpStats)
+
+    @property
+    def function(self) -> str:
+        """The neuron function that characterises the site (an activation's own, else the kind's)."""
+        return self.operator.split("'")[1] if "'" in self.operator else SITE_FUNCTION[self.kind]
 
     def observe(self, key: str, x: Tensor) -> None:
         lo, hi = float(x.detach().min()), float(x.detach().max())
@@ -130,13 +164,17 @@ class ConversionState:
         if key not in self.fitted:
             from .fitting import fit_neuron
 
-            spans = [s.range("input", cfg.calibration_margin) for s in self.sites.values()
-                     if s.kind == "activation" and s.operator == f"spiking_activation({function!r})" and s.ranges]
+            spans = [
+                s.range("input", cfg.calibration_margin)
+                for s in self.sites.values()
+                if s.kind == "activation" and s.operator == f"spiking_activation({function!r})" and s.ranges
+            ]
             if not spans:
                 return None
             lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-            self.fitted[key] = fit_neuron(function, domain=(lo, hi), n_basis=cfg.n_basis.get(function),
-                                          timesteps=cfg.timesteps).neuron
+            self.fitted[key] = fit_neuron(
+                function, domain=(lo, hi), n_basis=cfg.n_basis.get(function), timesteps=cfg.timesteps
+            ).neuron
         return {function: self.fitted[key]}
 
     def site(self, name: str, kind: str, operator: str) -> Site:
@@ -172,9 +210,19 @@ class SpikingLayerNorm(nn.Module):
                 self.site.observe("centered", x - x.mean(dims, keepdim=True))
             return nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return ops.spiking_layer_norm(
-            x, self.normalized_shape, self.weight, self.bias, self.eps, refine=cfg.refine, row_scaling=cfg.row_scaling,
-            centered_range=self.site.range("centered", cfg.calibration_margin), budget_mb=cfg.budget_mb,
-            n_basis=cfg.n_basis.get("rsqrt"), name="layer_norm", **self.state.op_kwargs(self.site))
+            x,
+            self.normalized_shape,
+            self.weight,
+            self.bias,
+            self.eps,
+            refine=cfg.refine,
+            row_scaling=cfg.row_scaling,
+            centered_range=self.site.range("centered", cfg.calibration_margin),
+            budget_mb=cfg.budget_mb,
+            n_basis=cfg.n_basis.get("rsqrt"),
+            name="layer_norm",
+            **self.state.op_kwargs(self.site),
+        )
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, site={self.site.name!r}"
@@ -198,10 +246,18 @@ class SpikingRMSNorm(nn.Module):
                 self.site.observe("input", xf)
             y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
         else:
-            y = ops.spiking_rms_norm(xf, None, self.variance_epsilon, refine=cfg.refine, row_scaling=cfg.row_scaling,
-                                     input_range=self.site.range("input", cfg.calibration_margin),
-                                     budget_mb=cfg.budget_mb, n_basis=cfg.n_basis.get("rsqrt"), name="rms_norm",
-                                     **self.state.op_kwargs(self.site))
+            y = ops.spiking_rms_norm(
+                xf,
+                None,
+                self.variance_epsilon,
+                refine=cfg.refine,
+                row_scaling=cfg.row_scaling,
+                input_range=self.site.range("input", cfg.calibration_margin),
+                budget_mb=cfg.budget_mb,
+                n_basis=cfg.n_basis.get("rsqrt"),
+                name="rms_norm",
+                **self.state.op_kwargs(self.site),
+            )
         return self.weight * y.to(dtype)
 
 
@@ -250,10 +306,15 @@ class SpikingGatedMLP(nn.Module):
                 self.site.observe("act", act)
                 self.site.observe("up", up)
             return self.down_proj(act * up)
-        prod = ops.spiking_mul(act, up, ranges=(self.site.range("act", cfg.calibration_margin),
-                                                self.site.range("up", cfg.calibration_margin)),
-                               budget_mb=cfg.budget_mb, n_basis=cfg.n_basis.get("identity"), name="gated_product",
-                               **self.state.op_kwargs(self.site))
+        prod = ops.spiking_mul(
+            act,
+            up,
+            ranges=(self.site.range("act", cfg.calibration_margin), self.site.range("up", cfg.calibration_margin)),
+            budget_mb=cfg.budget_mb,
+            n_basis=cfg.n_basis.get("identity"),
+            name="gated_product",
+            **self.state.op_kwargs(self.site),
+        )
         return self.down_proj(prod)
 
 
@@ -263,10 +324,16 @@ class SpikingMaxPool2d(nn.Module):
     def __init__(self, original: nn.MaxPool2d, site: Site, state: ConversionState):
         super().__init__()
         k, s, p, dil = (original.kernel_size, original.stride, original.padding, original.dilation)
-        if any(isinstance(v, tuple) and len(set(v)) > 1 for v in (k, s, p)) or dil not in (1, (1, 1)) \
-                or original.ceil_mode or original.return_indices:
-            raise ValueError(f"mbe.convert: {site.name}: only square, undilated MaxPool2d without ceil_mode or "
-                             f"indices is supported, got {original}")
+        if (
+            any(isinstance(v, tuple) and len(set(v)) > 1 for v in (k, s, p))
+            or dil not in (1, (1, 1))
+            or original.ceil_mode
+            or original.return_indices
+        ):
+            raise ValueError(
+                f"mbe.convert: {site.name}: only square, undilated MaxPool2d without ceil_mode or "
+                f"indices is supported, got {original}"
+            )
         self.kernel_size, self.stride, self.padding = (v[0] if isinstance(v, tuple) else v for v in (k, s, p))
         self.exact = original
         self.site, self.state = site, state
@@ -277,8 +344,14 @@ class SpikingMaxPool2d(nn.Module):
                 self.site.observe("input", x)
             return self.exact(x)
         cfg = self.state.config
-        return ops.spiking_max_pool2d(x, self.kernel_size, self.stride, self.padding, n_basis=cfg.n_basis.get("relu"),
-                                      **self.state.op_kwargs(self.site))
+        return ops.spiking_max_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            n_basis=cfg.n_basis.get("relu"),
+            **self.state.op_kwargs(self.site),
+        )
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, site={self.site.name!r}"
@@ -308,9 +381,16 @@ def _repeat_kv(x: Tensor, heads: int) -> Tensor:
     return x.repeat_interleave(heads // x.shape[1], dim=1)
 
 
-def spiking_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
-                      attention_mask: Optional[Tensor], scaling: Optional[float] = None, dropout: float = 0.0,
-                      **kwargs):
+def spiking_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Optional[Tensor],
+    scaling: Optional[float] = None,
+    dropout: float = 0.0,
+    **kwargs,
+):
     """``AttentionInterface`` function: ``softmax(Q K^T * scaling + mask) V`` with spiking operators.
 
     Shapes: query ``[B, H, Lq, D]``, key/value ``[B, Hkv, Lk, D]`` (grouped heads are repeated), mask
@@ -318,8 +398,10 @@ def spiking_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tens
     """
     state: Optional[ConversionState] = getattr(module, "_mbe_state", None)
     if state is None:
-        raise RuntimeError(f"{type(module).__name__} runs attn_implementation={ATTENTION_NAME!r} but was not "
-                           f"converted by mbe.convert(); convert the model instead of setting the implementation")
+        raise RuntimeError(
+            f"{type(module).__name__} runs attn_implementation={ATTENTION_NAME!r} but was not "
+            f"converted by mbe.convert(); convert the model instead of setting the implementation"
+        )
     site = state.site(module._mbe_name, "attention", "spiking_matmul + spiking_softmax")
     heads = query.shape[1]
     key, value = _repeat_kv(key, heads), _repeat_kv(value, heads)
@@ -338,12 +420,29 @@ def spiking_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tens
     kw = dict(state.op_kwargs(site), budget_mb=cfg.budget_mb)
     m = cfg.calibration_margin
     identity_n = cfg.n_basis.get("identity")
-    scores = ops.spiking_matmul(query, key.transpose(-1, -2), ranges=(site.range("query", m), site.range("key", m)),
-                                n_basis=identity_n, name="scores", **kw) * scaling
-    probs = ops.spiking_softmax(scores, mask=attention_mask, refine=cfg.refine, name="softmax",
-                                n_basis=cfg.n_basis.get("exp2"), **kw)
-    out = ops.spiking_matmul(probs, value, ranges=((0.0, 1.0), site.range("value", m)), name="context",
-                             n_basis=identity_n, silent_zeros=True, **kw)
+    scores = (
+        ops.spiking_matmul(
+            query,
+            key.transpose(-1, -2),
+            ranges=(site.range("query", m), site.range("key", m)),
+            n_basis=identity_n,
+            name="scores",
+            **kw,
+        )
+        * scaling
+    )
+    probs = ops.spiking_softmax(
+        scores, mask=attention_mask, refine=cfg.refine, name="softmax", n_basis=cfg.n_basis.get("exp2"), **kw
+    )
+    out = ops.spiking_matmul(
+        probs,
+        value,
+        ranges=((0.0, 1.0), site.range("value", m)),
+        name="context",
+        n_basis=identity_n,
+        silent_zeros=True,
+        **kw,
+    )
     return out.transpose(1, 2).contiguous(), probs
 
 
@@ -359,16 +458,47 @@ def _register_attention() -> None:
 # conversion
 # ---------------------------------------------------------------------------------------------
 #: leaf modules that are linear (or lookups) and stay as they are
-LINEAR_TYPES = ("Linear", "Conv1D", "Conv2d", "Embedding", "Dropout", "Identity", "LlamaRotaryEmbedding",
-                "ViTPatchEmbeddings", "BatchNorm2d", "AdaptiveAvgPool2d", "AvgPool2d", "Flatten")
+LINEAR_TYPES = (
+    "Linear",
+    "Conv1D",
+    "Conv2d",
+    "Embedding",
+    "Dropout",
+    "Identity",
+    "LlamaRotaryEmbedding",
+    "ViTPatchEmbeddings",
+    "BatchNorm2d",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "Flatten",
+)
 ACTIVATIONS = {
-    "GELUActivation": "gelu", "GELU": "gelu", "NewGELUActivation": "gelu_tanh", "GELUTanh": "gelu_tanh",
-    "PytorchGELUTanh": "gelu_tanh", "FastGELUActivation": "gelu_tanh", "SiLUActivation": "silu", "SiLU": "silu",
-    "Tanh": "tanh", "Sigmoid": "sigmoid", "ReLU": "relu",
+    "GELUActivation": "gelu",
+    "GELU": "gelu",
+    "NewGELUActivation": "gelu_tanh",
+    "GELUTanh": "gelu_tanh",
+    "PytorchGELUTanh": "gelu_tanh",
+    "FastGELUActivation": "gelu_tanh",
+    "SiLUActivation": "silu",
+    "SiLU": "silu",
+    "Tanh": "tanh",
+    "Sigmoid": "sigmoid",
+    "ReLU": "relu",
 }
-SUPPORTED_MODELS = ("ViTForImageClassification", "ViTModel", "BertForSequenceClassification", "BertModel",
-                    "RobertaForSequenceClassification", "RobertaModel", "GPT2LMHeadModel", "GPT2Model",
-                    "LlamaForCausalLM", "LlamaModel", "ResNetForImageClassification", "ResNetModel")
+SUPPORTED_MODELS = (
+    "ViTForImageClassification",
+    "ViTModel",
+    "BertForSequenceClassification",
+    "BertModel",
+    "RobertaForSequenceClassification",
+    "RobertaModel",
+    "GPT2LMHeadModel",
+    "GPT2Model",
+    "LlamaForCausalLM",
+    "LlamaModel",
+    "ResNetForImageClassification",
+    "ResNetModel",
+)
 
 
 def _activation_function(module: nn.Module) -> Optional[str]:
@@ -382,8 +512,9 @@ def _is_rms_norm(module: nn.Module) -> bool:
     return type(module).__name__.endswith("RMSNorm") and hasattr(module, "weight")
 
 
-def convert(model: nn.Module, calibration: Iterable[dict], config: Optional[ConversionConfig] = None, *,
-            progress: bool = True) -> nn.Module:
+def convert(
+    model: nn.Module, calibration: Iterable[dict], config: Optional[ConversionConfig] = None, *, progress: bool = True
+) -> nn.Module:
     """Return the spiking twin of ``model`` (a deep copy; ``model`` itself is untouched).
 
     Args:
@@ -395,14 +526,22 @@ def convert(model: nn.Module, calibration: Iterable[dict], config: Optional[Conv
     Returns:
         the converted model, called exactly like ``model``; ``snn.mbe_state`` holds the sites.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"mbe.convert: model must be a torch.nn.Module, got {type(model).__name__}")
+    if config is not None and not isinstance(config, ConversionConfig):
+        raise TypeError(f"mbe.convert: config must be a ConversionConfig, got {type(config).__name__}")
     config = config or ConversionConfig()
     cls = type(model).__name__
     if getattr(getattr(model, "config", None), "reorder_and_upcast_attn", False):
-        raise ValueError("mbe.convert: GPT-2's reorder_and_upcast_attn path bypasses the attention interface; "
-                         "set config.reorder_and_upcast_attn=False (the result is the same up to float rounding)")
+        raise ValueError(
+            "mbe.convert: GPT-2's reorder_and_upcast_attn path bypasses the attention interface; "
+            "set config.reorder_and_upcast_attn=False (the result is the same up to float rounding)"
+        )
     if cls not in SUPPORTED_MODELS and not config.allow_partial:
-        raise ValueError(f"mbe.convert: unsupported architecture {cls}; supported: {', '.join(SUPPORTED_MODELS)}. "
-                         f"Pass ConversionConfig(allow_partial=True) to convert what mbe knows and keep the rest analog.")
+        raise ValueError(
+            f"mbe.convert: unsupported architecture {cls}; supported: {', '.join(SUPPORTED_MODELS)}. "
+            f"Pass ConversionConfig(allow_partial=True) to convert what mbe knows and keep the rest analog."
+        )
     _register_attention()
     snn = copy.deepcopy(model).eval()
     state = ConversionState(config)
@@ -427,16 +566,24 @@ def _swap_modules(root: nn.Module, state: ConversionState) -> None:
                 site = state.site(f"{full}.activation", "activation", "spiking_activation('tanh')")
                 act = SpikingActivation("tanh", nn.Tanh(), site, state)
                 setattr(parent, child_name, SpikingClassificationHead(child, act))
-            elif kind == "LlamaMLP" or (hasattr(child, "gate_proj") and hasattr(child, "up_proj")
-                                      and hasattr(child, "down_proj") and hasattr(child, "act_fn")):
+            elif kind == "LlamaMLP" or (
+                hasattr(child, "gate_proj")
+                and hasattr(child, "up_proj")
+                and hasattr(child, "down_proj")
+                and hasattr(child, "act_fn")
+            ):
                 site = state.site(full, "gated_product", "spiking_mul")
                 setattr(parent, child_name, SpikingGatedMLP(child, site, state))
             elif isinstance(child, nn.LayerNorm):
-                setattr(parent, child_name, SpikingLayerNorm(child, state.site(full, "norm", "spiking_layer_norm"), state))
+                setattr(
+                    parent, child_name, SpikingLayerNorm(child, state.site(full, "norm", "spiking_layer_norm"), state)
+                )
             elif _is_rms_norm(child):
                 setattr(parent, child_name, SpikingRMSNorm(child, state.site(full, "norm", "spiking_rms_norm"), state))
             elif isinstance(child, nn.MaxPool2d):
-                setattr(parent, child_name, SpikingMaxPool2d(child, state.site(full, "pool", "spiking_max_pool2d"), state))
+                setattr(
+                    parent, child_name, SpikingMaxPool2d(child, state.site(full, "pool", "spiking_max_pool2d"), state)
+                )
             elif _activation_function(child) is not None:
                 fn = _activation_function(child)
                 site = state.site(full, "activation", f"spiking_activation({fn!r})")
@@ -455,8 +602,10 @@ def _swap_modules(root: nn.Module, state: ConversionState) -> None:
     if unknown:
         if not state.config.allow_partial:
             listing = ", ".join(f"{n} ({k})" for n, k in unknown)
-            raise ValueError(f"mbe.convert: no spiking operator for module(s) {listing}. Pass "
-                             f"ConversionConfig(allow_partial=True) to keep them analog (they are listed in the report).")
+            raise ValueError(
+                f"mbe.convert: no spiking operator for module(s) {listing}. Pass "
+                f"ConversionConfig(allow_partial=True) to keep them analog (they are listed in the report)."
+            )
         state.analog.extend(unknown)
 
 
@@ -485,6 +634,7 @@ def calibrate(snn: nn.Module, calibration: Iterable[dict], progress: bool = True
 def set_timesteps(snn: nn.Module, timesteps: int) -> nn.Module:
     """Change T in place, reusing the calibration (no recalibration; no refit with the shipped tables,
     one fit per activation function under ``activation_domain='calibrated'``)."""
+    _check_timesteps(timesteps)
     state: ConversionState = snn.mbe_state
     state.config = replace(state.config, timesteps=timesteps)
     state.fit_activation_neurons()  # only under activation_domain='calibrated', once per T
@@ -496,11 +646,20 @@ def reset_stats(snn: nn.Module) -> None:
         site.stats.reset()
 
 
+def sites(snn: nn.Module) -> dict[str, Site]:
+    """The spiking sites of a converted model by name (raises ``ValueError`` for a model not converted)."""
+    state = getattr(snn, "mbe_state", None)
+    if not isinstance(state, ConversionState):
+        raise ValueError(f"{type(snn).__name__} is not a converted model: run mbe.convert(model, calibration) first")
+    return state.sites
+
+
 def conversion_report(snn: nn.Module) -> pd.DataFrame:
     """One row per site: kind, operator, N, T, calibrated ranges, and (after a run) spikes, firing rate,
     synaptic operations and saturation; then one row per module or part that stays analog."""
     from .functions import get_function
 
+    sites(snn)  # a clear error for a model that was not converted
     state: ConversionState = snn.mbe_state
     cfg = state.config
     rows = []
@@ -508,25 +667,36 @@ def conversion_report(snn: nn.Module) -> pd.DataFrame:
         frame = site.stats.as_frame()
         spikes = int(frame.spikes.sum()) if len(frame) else 0
         slots = int((frame.elements * frame.n_basis * frame.timesteps).sum()) if len(frame) else 0
-        fn = site.operator.split("'")[1] if "'" in site.operator else SITE_FUNCTION[site.kind]
+        fn = site.function
         override = (cfg.neurons or {}).get(fn)
         n = override.n_basis if override is not None else cfg.n_basis.get(fn, get_function(fn).n_basis)
         fitted = state.fitted.get((fn, cfg.timesteps)) if site.kind == "activation" else None
         fitted = override if override is not None else fitted
-        rows.append({
-            "site": site.name, "kind": site.kind, "operator": site.operator, "spiking": site.enabled,
-            "neuron_domain": str(fitted.domain) if fitted is not None else (
-                str(get_function(fn).domain) if site.kind == "activation" else ""),
-            "n_basis": n, "timesteps": cfg.timesteps, "mode": cfg.mode,
-            "ranges": "; ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in site.ranges.items()),
-            "spikes": spikes, "firing_rate": spikes / slots if slots else float("nan"),
-            "sops": int(frame.sops.sum()) if len(frame) else 0,
-            "saturated": int(frame.saturated.sum()) if len(frame) else 0,
-        })
+        rows.append(
+            {
+                "site": site.name,
+                "kind": site.kind,
+                "operator": site.operator,
+                "spiking": site.enabled,
+                "neuron_domain": str(fitted.domain)
+                if fitted is not None
+                else (str(get_function(fn).domain) if site.kind == "activation" else ""),
+                "n_basis": n,
+                "timesteps": cfg.timesteps,
+                "mode": cfg.mode,
+                "ranges": "; ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in site.ranges.items()),
+                "spikes": spikes,
+                "firing_rate": spikes / slots if slots else float("nan"),
+                "sops": int(frame.sops.sum()) if len(frame) else 0,
+                "clamped": int(frame.clamped.sum()) if len(frame) else 0,
+            }
+        )
     for name, kind in state.analog:
         rows.append({"site": name, "kind": "analog", "operator": kind, "spiking": False})
-    for part in ("embeddings and position encodings (lookups)", "residual additions",
-                 "linear layers (weights untouched; exact on decoded spike trains)"):
+    for part in (
+        "embeddings and position encodings (lookups)",
+        "residual additions",
+        "linear layers (weights untouched; exact on decoded spike trains)",
+    ):
         rows.append({"site": part, "kind": "analog (linear)", "operator": "-", "spiking": False})
     return pd.DataFrame(rows)
-

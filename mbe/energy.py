@@ -20,23 +20,26 @@ The ANN's FLOPs per element of each nonlinear operator are conventions, listed i
 head. Linear layers stay analog in the converted model: they cost the same MACs on both sides and are
 reported separately, so the whole-model ratio is diluted by them.
 """
+
 from __future__ import annotations
 
 import pandas as pd
 from torch import nn
 
-E_AC_PJ = 0.9
-E_MAC_PJ = 4.6
-#: Table XI: firing rates (%) in ViT-M/16 at T=16, by neuron role (the roles :func:`role` assigns)
-PAPER_TABLE_XI = {"2^x (softmax)": 46.94, "LayerNorm 1/x identity": 38.46, "GELU": 38.22,
-                  "LayerNorm input identity": 27.61, "1/sqrt (LayerNorm)": 25.27, "attention score": 8.31,
-                  "1/x (softmax)": 3.74}
-#: the paper's energy figures: GELU example (printed 13.7 %) and whole ViT-M/16 (17.29 %)
-PAPER_GELU_RATIO_PCT = 13.7
-PAPER_VIT_M16_RATIO_PCT = 17.29
+from .convert import sites as conversion_sites
+from .paper import E_AC_PJ, E_MAC_PJ, GELU_EXAMPLE
+
 #: FLOPs per element of the ANN's nonlinear operators (conventions; GELU's 70 is the paper's)
-FLOPS_PER_ELEMENT = {"gelu": 70, "gelu_tanh": 70, "silu": 20, "tanh": 20, "sigmoid": 20, "softmax": 5,
-                     "norm": 8, "gated_product": 1}
+FLOPS_PER_ELEMENT = {
+    "gelu": GELU_EXAMPLE["flops"],
+    "gelu_tanh": GELU_EXAMPLE["flops"],
+    "silu": 20,
+    "tanh": 20,
+    "sigmoid": 20,
+    "softmax": 5,
+    "norm": 8,
+    "gated_product": 1,
+}
 
 
 def role(kind: str, key: str, neuron: str) -> str:
@@ -66,15 +69,12 @@ def role(kind: str, key: str, neuron: str) -> str:
 
 def spike_table(snn: nn.Module) -> pd.DataFrame:
     """Every counter row of every spiking site (after at least one forward), with its site, kind and role."""
-    state = getattr(snn, "_mbe_state", None)
-    if state is None:
-        raise ValueError("spike_table: not a converted model (run mbe.convert first)")
     frames = []
-    for name, site in state.sites.items():
+    for name, site in conversion_sites(snn).items():
         f = site.stats.as_frame()
         if len(f):
-            f = f.rename(columns={"site": "key"}).assign(site=name, kind=site.kind)
-            f["role"] = [role(site.kind, k, n) for k, n in zip(f.key, f.neuron, strict=True)]
+            f = f.assign(site=name, kind=site.kind)
+            f["role"] = [role(site.kind, k, n) for k, n in zip(f.key, f.function, strict=True)]
             frames.append(f)
     if not frames:
         raise ValueError("spike_table: no spikes recorded yet; run the converted model on a batch first")
@@ -85,16 +85,28 @@ def firing_rates_by_role(snn: nn.Module) -> pd.DataFrame:
     """Table XI: firing rate (%) per neuron role = spikes / (elements x N x T), summed over sites."""
     t = spike_table(snn)
     t["slots"] = t.elements * t.n_basis * t.timesteps
-    g = t.groupby("role").agg(neuron=("neuron", "first"), n_basis=("n_basis", "first"), elements=("elements", "sum"),
-                              spikes=("spikes", "sum"), slots=("slots", "sum"))
+    g = t.groupby("role").agg(
+        neuron=("function", "first"),
+        n_basis=("n_basis", "first"),
+        elements=("elements", "sum"),
+        spikes=("spikes", "sum"),
+        slots=("slots", "sum"),
+    )
     g["firing_rate_pct"] = 100 * g.spikes / g.slots
     return g.reset_index().sort_values("firing_rate_pct", ascending=False, ignore_index=True)
 
 
-def neuron_energy_ratio(firing_rate: float, n_basis: int = 4, timesteps: int = 16, flops: float = 70,
-                        accounting: str = "printed") -> float:
+def neuron_energy_ratio(
+    firing_rate: float,
+    n_basis: int = GELU_EXAMPLE["n_basis"],
+    timesteps: int = GELU_EXAMPLE["timesteps"],
+    flops: float = GELU_EXAMPLE["flops"],
+    accounting: str = "printed",
+) -> float:
     """One neuron per element against its ANN function: ``T N eta E_AC / (FLOPs/2 E_MAC)`` (``printed``)
     or ``2 T N eta E_AC / (FLOPs E_MAC)`` (``counted``). ``firing_rate`` is a fraction."""
+    if not 0.0 <= firing_rate <= 1.0:
+        raise ValueError(f"firing_rate must be in [0, 1] (a fraction, not a percentage), got {firing_rate!r}")
     spikes = timesteps * n_basis * firing_rate
     if accounting == "printed":
         return spikes * E_AC_PJ / (flops / 2 * E_MAC_PJ)
@@ -103,11 +115,10 @@ def neuron_energy_ratio(firing_rate: float, n_basis: int = 4, timesteps: int = 1
     raise ValueError(f"accounting must be 'printed' or 'counted', got {accounting!r}")
 
 
-def _nonlinear_flops(kind: str, operator: str, rows: pd.DataFrame) -> float:
+def _nonlinear_flops(kind: str, function: str, rows: pd.DataFrame) -> float:
     """ANN FLOPs of a site's nonlinear part (:data:`FLOPS_PER_ELEMENT` x elements)."""
     if kind == "activation":
-        fn = operator.split("'")[1] if "'" in operator else operator
-        return FLOPS_PER_ELEMENT.get(fn, 20) * float(rows.elements.max())
+        return FLOPS_PER_ELEMENT.get(function, 20) * float(rows.elements.max())
     if kind == "attention":
         return FLOPS_PER_ELEMENT["softmax"] * float(rows[rows.key == "softmax.exp2"].elements.sum())
     if kind == "norm":
@@ -122,22 +133,35 @@ def energy_by_site(snn: nn.Module) -> pd.DataFrame:
     ann_pj_printed, snn_pj_printed, ratio_printed, ann_pj_counted, snn_pj_counted, ratio_counted``.
     """
     t = spike_table(snn)
+    by_name = conversion_sites(snn)
     rows = []
     for site, g in t.groupby("site", sort=False):
         kind = g.kind.iloc[0]
-        operator = snn._mbe_state.sites[site].operator
         macs = float(g.macs.sum())
-        flops = _nonlinear_flops(kind, operator, g)
-        nonlinear = g[g.neuron != "identity"]
+        flops = _nonlinear_flops(kind, by_name[site].function, g)
+        nonlinear = g[g.function != "identity"]
         spikes_nl, spikes_all, sops = float(nonlinear.spikes.sum()), float(g.spikes.sum()), float(g.sops.sum())
         ann_p = (macs + flops / 2) * E_MAC_PJ
         snn_p = (spikes_nl + sops) * E_AC_PJ
         ann_c = (macs + flops) * E_MAC_PJ
         snn_c = (2 * spikes_all + sops) * E_AC_PJ
-        rows.append({"site": site, "kind": kind, "ann_macs": macs, "ann_nonlinear_flops": flops,
-                     "spikes_nonlinear": spikes_nl, "spikes_all": spikes_all, "sops": sops,
-                     "ann_pj_printed": ann_p, "snn_pj_printed": snn_p, "ratio_printed": snn_p / ann_p if ann_p else float("nan"),
-                     "ann_pj_counted": ann_c, "snn_pj_counted": snn_c, "ratio_counted": snn_c / ann_c if ann_c else float("nan")})
+        rows.append(
+            {
+                "site": site,
+                "kind": kind,
+                "ann_macs": macs,
+                "ann_nonlinear_flops": flops,
+                "spikes_nonlinear": spikes_nl,
+                "spikes_all": spikes_all,
+                "sops": sops,
+                "ann_pj_printed": ann_p,
+                "snn_pj_printed": snn_p,
+                "ratio_printed": snn_p / ann_p if ann_p else float("nan"),
+                "ann_pj_counted": ann_c,
+                "snn_pj_counted": snn_c,
+                "ratio_counted": snn_c / ann_c if ann_c else float("nan"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -173,8 +197,11 @@ def linear_macs(ann: nn.Module, batch: dict) -> float:
             fan_in = w[0].numel() if not type(module).__name__ == "Conv1D" else w.shape[0]
             total += float(output.numel()) * fan_in
 
-    handles = [m.register_forward_hook(hook) for m in ann.modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d)) or type(m).__name__ == "Conv1D"]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in ann.modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d)) or type(m).__name__ == "Conv1D"
+    ]
     try:
         with torch.no_grad():
             ann(**batch)

@@ -1,5 +1,6 @@
 """Evaluation helpers: accuracy for classifiers, sliding-window perplexity for causal LMs, and agreement
 between an ANN and its spiking twin (prediction agreement, logit MSE, KL divergence), with sample counts."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ def _logits(model: nn.Module, batch: dict) -> Tensor:
 
 
 @torch.no_grad()
-def compare_classifiers(ann: nn.Module, snn: nn.Module, batches: Iterable[dict], label_key: str = "labels",
-                        progress: bool = True) -> dict:
+def compare_classifiers(
+    ann: nn.Module, snn: nn.Module, batches: Iterable[dict], label_key: str = "labels", progress: bool = True
+) -> dict:
     """Top-1 accuracy of both models on labelled batches, plus their agreement.
 
     Args:
@@ -40,7 +42,7 @@ def compare_classifiers(ann: nn.Module, snn: nn.Module, batches: Iterable[dict],
     for batch in _bar(batches, "evaluating", progress):
         batch = dict(batch)
         if label_key not in batch:
-            raise KeyError(f"batch lacks the label key {label_key!r}; its keys are {sorted(batch)}")
+            raise ValueError(f"batch lacks the label key {label_key!r}; its keys are {sorted(batch)}")
         labels = batch.pop(label_key)
         la, ls = _logits(ann, batch), _logits(snn, batch)
         pa, ps = la.argmax(-1), ls.argmax(-1)
@@ -49,17 +51,25 @@ def compare_classifiers(ann: nn.Module, snn: nn.Module, batches: Iterable[dict],
         correct_s += int((ps == labels).sum())
         agree += int((pa == ps).sum())
         mse += float(((la - ls) ** 2).mean(-1).sum())
-        kl += float(torch.nn.functional.kl_div(ls.log_softmax(-1), la.log_softmax(-1), log_target=True,
-                                               reduction="sum"))
+        kl += float(
+            torch.nn.functional.kl_div(ls.log_softmax(-1), la.log_softmax(-1), log_target=True, reduction="sum")
+        )
     if n == 0:
         raise ValueError("compare_classifiers: no samples in batches")
-    return {"samples": n, "ann_accuracy": 100 * correct_a / n, "snn_accuracy": 100 * correct_s / n,
-            "agreement": 100 * agree / n, "logit_mse": mse / n, "kl": kl / n}
+    return {
+        "samples": n,
+        "ann_accuracy": 100 * correct_a / n,
+        "snn_accuracy": 100 * correct_s / n,
+        "agreement": 100 * agree / n,
+        "logit_mse": mse / n,
+        "kl": kl / n,
+    }
 
 
 @torch.no_grad()
-def compare_language_models(ann: nn.Module, snn: nn.Module, token_ids: Tensor, context: int = 256,
-                            stride: int = 128, progress: bool = True) -> dict:
+def compare_language_models(
+    ann: nn.Module, snn: nn.Module, token_ids: Tensor, context: int = 256, stride: int = 128, progress: bool = True
+) -> dict:
     """Sliding-window perplexity of both causal LMs on one token stream, plus their agreement.
 
     Each window of up to ``context`` tokens starts ``stride`` after the previous one; only the tokens
@@ -91,5 +101,13 @@ def compare_language_models(ann: nn.Module, snn: nn.Module, token_ids: Tensor, c
         if end == ids.numel():
             break
     ppl_a, ppl_s = math.exp(nll_a / scored), math.exp(nll_s / scored)
-    return {"tokens": scored, "context": context, "stride": stride, "ann_ppl": ppl_a, "snn_ppl": ppl_s,
-            "ppl_increase_pct": 100 * (ppl_s / ppl_a - 1), "agreement": 100 * agree / scored, "kl": kl / scored}
+    return {
+        "tokens": scored,
+        "context": context,
+        "stride": stride,
+        "ann_ppl": ppl_a,
+        "snn_ppl": ppl_s,
+        "ppl_increase_pct": 100 * (ppl_s / ppl_a - 1),
+        "agreement": 100 * agree / scored,
+        "kl": kl / scored,
+    }

@@ -4,6 +4,7 @@ Domains and basis counts follow the paper's appendix G.1 where it states them (G
 N=4; 2^x [0, 1], 1/x [0.5, 1], 1/sqrt(x) [0.5, 2], N=8; identity N=8). Where it is silent the
 choice is ours and marked ``(mbe)`` in the description.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from . import paper
 from .neuron.base import validate_counts, validate_domain
 
 
@@ -32,8 +34,9 @@ class FunctionSpec:
 _REGISTRY: dict[str, FunctionSpec] = {}
 
 
-def register_function(name: str, fn: Callable[[Tensor], Tensor], domain, n_basis: int = 4,
-                      description: str = "", overwrite: bool = False) -> FunctionSpec:
+def register_function(
+    name: str, fn: Callable[[Tensor], Tensor], domain, n_basis: int = 4, description: str = "", overwrite: bool = False
+) -> FunctionSpec:
     """Add a target function so ``fit_neuron``/``get_neuron`` accept it by name.
 
     Args:
@@ -60,10 +63,13 @@ def register_function(name: str, fn: Callable[[Tensor], Tensor], domain, n_basis
 
 
 def get_function(name: str) -> FunctionSpec:
+    """The registered :class:`FunctionSpec` called ``name`` (``ValueError`` naming the registered ones if none)."""
+    if not isinstance(name, str):
+        raise TypeError(f"function must be a registered name (str), got {type(name).__name__}")
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
+        raise ValueError(
             f"unknown function {name!r}; registered: {sorted(_REGISTRY)}. "
             f"Add your own with mbe.register_function(name, fn, domain)."
         ) from None
@@ -77,30 +83,29 @@ def _gelu_tanh(x: Tensor) -> Tensor:
     return torch.nn.functional.gelu(x, approximate="tanh")
 
 
-register_function("gelu", torch.nn.functional.gelu, (-120.0, 10.0), 4,
-                  "GELU, erf form (ViT, BERT/RoBERTa); domain from the paper's appendix G.1")
-register_function("gelu_tanh", _gelu_tanh, (-120.0, 10.0), 4,
-                  "GELU, tanh form (GPT-2's gelu_new); GELU's domain (mbe)")
+register_function(
+    "gelu",
+    torch.nn.functional.gelu,
+    *paper.APPENDIX_G1["gelu"],
+    "GELU, erf form (ViT, BERT/RoBERTa); domain from the paper's appendix G.1",
+)
+register_function(
+    "gelu_tanh", _gelu_tanh, *paper.APPENDIX_G1["gelu"], "GELU, tanh form (GPT-2's gelu_new); GELU's domain (mbe)"
+)
 register_function("tanh", torch.tanh, (-10.0, 10.0), 4, "tanh (pooler); domain (mbe)")
-register_function("silu", torch.nn.functional.silu, (-20.0, 20.0), 4,
-                  "SiLU/Swish (Llama's SwiGLU gate); domain and N (mbe)")
+register_function(
+    "silu", torch.nn.functional.silu, (-20.0, 20.0), 4, "SiLU/Swish (Llama's SwiGLU gate); domain and N (mbe)"
+)
 register_function("sigmoid", torch.sigmoid, (-20.0, 20.0), 4, "logistic sigmoid; domain and N (mbe)")
-register_function("relu", torch.relu, (-20.0, 20.0), 4,
-                  "ReLU (CNNs; max pooling as b + relu(a - b)); domain and N (mbe)")
-register_function("exp2", torch.exp2, (0.0, 1.0), 8, "2^x on the fractional part (softmax)")
-register_function("reciprocal", torch.reciprocal, (0.5, 1.0), 8, "1/x on the mantissa (softmax)")
-register_function("rsqrt", torch.rsqrt, (0.5, 2.0), 8, "1/sqrt(x) on the mantissa (LayerNorm)")
-register_function("identity", lambda x: x.clone(), (-1.0, 1.0), 8,
-                  "identity encoder for activation products; unit domain rescaled per site (mbe)")
-
-#: Table X of the paper (appendix): fitting MSE at T=16 by basis count, and N=8 without decay.
-PAPER_TABLE_X = {
-    "gelu": {1: 7.1e-3, 2: 4.1e-3, 4: 2.3e-4, 6: 1.7e-4, 8: 1.0e-4, "nodecay": 2.8e-1},
-    "rsqrt": {1: 1.4e-3, 2: 1.2e-3, 4: 3.1e-4, 6: 1.0e-4, 8: 4.9e-5, "nodecay": 2.8e-3},
-    "reciprocal": {1: 8.6e-3, 2: 2.1e-4, 4: 1.1e-3, 6: 2.2e-3, 8: 4.4e-5, "nodecay": 4.5e-3},
-    "exp2": {1: 8.9e-4, 2: 4.5e-4, 4: 4.0e-4, 6: 2.4e-4, 8: 5.3e-5, "nodecay": 9.5e-3},
-}
-
-#: Table VII of the paper (appendix): SiLU fitting MSE per interval (N not stated; we use 4).
-PAPER_TABLE_VII = {(-8.0, -2.0): 7.0e-5, (-2.0, 5.0): 6.0e-4, (2.0, 12.0): 4.8e-3}
-
+register_function(
+    "relu", torch.relu, (-20.0, 20.0), 4, "ReLU (CNNs; max pooling as b + relu(a - b)); domain and N (mbe)"
+)
+register_function("exp2", torch.exp2, *paper.APPENDIX_G1["exp2"], "2^x on the fractional part (softmax)")
+register_function("reciprocal", torch.reciprocal, *paper.APPENDIX_G1["reciprocal"], "1/x on the mantissa (softmax)")
+register_function("rsqrt", torch.rsqrt, *paper.APPENDIX_G1["rsqrt"], "1/sqrt(x) on the mantissa (LayerNorm)")
+register_function(
+    "identity",
+    lambda x: x.clone(),
+    *paper.APPENDIX_G1["identity"],
+    "identity encoder for activation products; unit domain rescaled per site (mbe)",
+)

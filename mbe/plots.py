@@ -1,6 +1,6 @@
 """Figures for the notebooks (matplotlib/seaborn). Each function takes a DataFrame and returns a Figure."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -20,8 +20,7 @@ def plot_table_x(table: pd.DataFrame):
         ax.plot(grp.n_basis, grp.mse, ls=ls, marker=marker, color=palette[fn], label=f"{fn} (mbe, {rec} recipe)")
     for fn, grp in dec[dec.recipe == dec.recipe.iloc[0]].groupby("function"):
         grp = grp.sort_values("n_basis")
-        ax.plot(grp.n_basis, grp.paper_mse, ls="--", marker="x", color=palette[fn], alpha=0.6,
-                label=f"{fn} (paper)")
+        ax.plot(grp.n_basis, grp.paper_mse, ls="--", marker="x", color=palette[fn], alpha=0.6, label=f"{fn} (paper)")
     ax.set_yscale("log")
     ax.set_xlabel("basis count N")
     ax.set_ylabel("MSE on 10,000 evenly spread points")
@@ -63,11 +62,19 @@ def plot_operator_errors(errors: pd.DataFrame, metric: str = "mean_rel"):
     palette = dict(zip(ops_, sns.color_palette("tab10", len(ops_)), strict=True))
     for (op, kind), grp in errors.groupby(["operator", "neuron"], sort=False):
         grp = grp.sort_values("timesteps")
-        ax.plot(grp.timesteps, grp[metric], ls="-" if kind == "MBE" else "--", marker="o" if kind == "MBE" else "x",
-                color=palette[op], label=f"{op} ({kind})")
+        ax.plot(
+            grp.timesteps,
+            grp[metric],
+            ls="-" if kind == "MBE" else "--",
+            marker="o" if kind == "MBE" else "x",
+            color=palette[op],
+            label=f"{op} ({kind})",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("timesteps T")
-    ax.set_ylabel({"mean_rel": "mean |error| / mean |exact|", "max_rel_scale": "max |error| / max |exact|"}.get(metric, metric))
+    ax.set_ylabel(
+        {"mean_rel": "mean |error| / mean |exact|", "max_rel_scale": "max |error| / max |exact|"}.get(metric, metric)
+    )
     ax.set_title("Spiking operators vs exact ops (solid: MBE, dashed: FS)")
     ax.legend(fontsize=6.5, ncol=2)
     fig.tight_layout()

@@ -1,10 +1,10 @@
 """``results/REPORT.md``: every number of the paper's Tables 1-4, VII, X and XI beside ours.
 
 Built by ``python -m mbe reproduce`` after the notebooks ran, from the CSVs they wrote (nothing here is
-typed in by hand except the paper's own numbers, which live next to the experiments that reproduce
-them). Where ours cannot exist offline (ImageNet, WikiText, SST-2, the paper's checkpoints) the row says
+typed in by hand; the paper's own numbers come from :mod:`mbe.paper`). Where ours cannot exist offline (ImageNet, WikiText, SST-2, the paper's checkpoints) the row says
 so and names the stand-in measured instead.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,16 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .energy import PAPER_TABLE_XI
-from .experiments.conversion import (PAPER_GPT2_WIKI103, PAPER_ROBERTA_BASE_MR, PAPER_TABLE2, PAPER_TABLE3,
-                                     PAPER_VIT_B16)
+from . import paper
 
-#: Tables 1 and 4 rows the stand-ins cannot cover, and Table 2's RoBERTa-large (ANN, SNN at T=16)
-PAPER_TABLE1_OTHER = {"ViT-M/16 ImageNet": (85.95, 85.31), "VGG16 ImageNet (T=10)": (73.37, 72.61),
-                      "ResNet-34 ImageNet (T=10)": (76.31, 75.57)}
-PAPER_TABLE2_LARGE = {"SST-2": (96.22, 95.98), "SST-5": (59.37, 58.31), "MR": (91.36, 90.96), "Subj": (97.50, 97.45)}
-PAPER_TABLE4_OTHER = {"ViT-M/16": {"ann": 85.95, 8: 1.17, 10: 21.99, 12: 84.43, 16: 85.31},
-                      "RoBERTa-L MR": {"ann": 91.36, 8: 49.66, 10: 68.62, 12: 90.52, 16: 90.96}}
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -56,65 +49,178 @@ def _table1(results: Path) -> list[str]:
     sweep = _read(results, "table1_vision.csv")
     if sweep is None:
         return lines + _missing("table1_vision.csv")
-    rows = [["ViT-B/16 ImageNet", PAPER_VIT_B16["ann"], PAPER_VIT_B16[16], PAPER_VIT_B16[16] - PAPER_VIT_B16["ann"],
-             "-", "-", "-", "no ImageNet or ViT-B weights offline; stand-in below"]]
+    rows = [
+        [
+            "ViT-B/16 ImageNet",
+            paper.TABLE4_VIT_B16["ann"],
+            paper.TABLE4_VIT_B16[16],
+            paper.TABLE4_VIT_B16[16] - paper.TABLE4_VIT_B16["ann"],
+            "-",
+            "-",
+            "-",
+            "no ImageNet or ViT-B weights offline; stand-in below",
+        ]
+    ]
     for r in _classifier_rows(sweep[~sweep.model.str.contains("resnet")], 16):
-        rows.append([f"stand-in: {r.model} ({r.activation_domain} activations)", "-", "-", "-", r.ann_accuracy,
-                     r.snn_accuracy, r.delta_points, f"{int(r.samples)} MNIST test digits"])
-    for name, (a, s) in PAPER_TABLE1_OTHER.items():
-        rows.append([name, a, s, s - a, "-", "-", "-", "no ImageNet or timm weights offline"
-                     + ("; CNN stand-in below" if "T=10" in name else "")])
+        rows.append(
+            [
+                f"stand-in: {r.model} ({r.activation_domain} activations)",
+                "-",
+                "-",
+                "-",
+                r.ann_accuracy,
+                r.snn_accuracy,
+                r.delta_points,
+                f"{int(r.samples)} MNIST test digits",
+            ]
+        )
+    for name, (a, s) in ((k, v) for k, v in paper.TABLE1.items() if k != "ViT-B/16 ImageNet"):
+        rows.append(
+            [
+                name,
+                a,
+                s,
+                s - a,
+                "-",
+                "-",
+                "-",
+                "no ImageNet or timm weights offline" + ("; CNN stand-in below" if "T=10" in name else ""),
+            ]
+        )
     for r in _classifier_rows(sweep[sweep.model.str.contains("resnet")], 10):
-        rows.append([f"stand-in for the CNN rows: {r.model} at T=10 ({r.activation_domain})", "-", "-", "-",
-                     r.ann_accuracy, r.snn_accuracy, r.delta_points, f"{int(r.samples)} MNIST test digits"])
-    return lines + _table(["model", "paper ANN", "paper SNN", "paper delta", "ours ANN", "ours SNN", "ours delta",
-                           "ours: samples / note"], rows)
+        rows.append(
+            [
+                f"stand-in for the CNN rows: {r.model} at T=10 ({r.activation_domain})",
+                "-",
+                "-",
+                "-",
+                r.ann_accuracy,
+                r.snn_accuracy,
+                r.delta_points,
+                f"{int(r.samples)} MNIST test digits",
+            ]
+        )
+    return lines + _table(
+        [
+            "model",
+            "paper ANN",
+            "paper SNN",
+            "paper delta",
+            "ours ANN",
+            "ours SNN",
+            "ours delta",
+            "ours: samples / note",
+        ],
+        rows,
+    )
 
 
 def _table2(results: Path) -> list[str]:
     lines = ["## Table 2 (NLU, accuracy %, T=16)", ""]
     sweep = _read(results, "table2_nlu.csv")
-    rows = [[f"RoBERTa-base {t}", a, s, s - a, "-", "-", "-", "no GLUE/SST/MR/Subj data or fine-tuned checkpoints offline"]
-            for t, (a, s) in PAPER_TABLE2.items()]
-    rows += [[f"RoBERTa-large {t}", a, s, s - a, "-", "-", "-", "as above"] for t, (a, s) in PAPER_TABLE2_LARGE.items()]
+    rows = [
+        [f"RoBERTa-base {t}", a, s, s - a, "-", "-", "-", "no GLUE/SST/MR/Subj data or fine-tuned checkpoints offline"]
+        for t, (a, s) in paper.TABLE2_ROBERTA_BASE.items()
+    ]
+    rows += [
+        [f"RoBERTa-large {t}", a, s, s - a, "-", "-", "-", "as above"]
+        for t, (a, s) in paper.TABLE2_ROBERTA_LARGE.items()
+    ]
     if sweep is None:
-        return lines + _table(["model / task", "paper ANN", "paper SNN", "paper delta", "ours ANN", "ours SNN",
-                               "ours delta", "note"], rows) + _missing("table2_nlu.csv")
+        return (
+            lines
+            + _table(
+                ["model / task", "paper ANN", "paper SNN", "paper delta", "ours ANN", "ours SNN", "ours delta", "note"],
+                rows,
+            )
+            + _missing("table2_nlu.csv")
+        )
     for r in _classifier_rows(sweep, 16):
-        rows.append([f"stand-in: {r.model}, tweet sentiment ({r.activation_domain})", "-", "-", "-", r.ann_accuracy,
-                     r.snn_accuracy, r.delta_points, f"{int(r.samples)} held-out tweets"])
-    return lines + _table(["model / task", "paper ANN", "paper SNN", "paper delta", "ours ANN", "ours SNN",
-                           "ours delta", "ours: samples / note"], rows)
+        rows.append(
+            [
+                f"stand-in: {r.model}, tweet sentiment ({r.activation_domain})",
+                "-",
+                "-",
+                "-",
+                r.ann_accuracy,
+                r.snn_accuracy,
+                r.delta_points,
+                f"{int(r.samples)} held-out tweets",
+            ]
+        )
+    return lines + _table(
+        [
+            "model / task",
+            "paper ANN",
+            "paper SNN",
+            "paper delta",
+            "ours ANN",
+            "ours SNN",
+            "ours delta",
+            "ours: samples / note",
+        ],
+        rows,
+    )
 
 
 def _table3(results: Path) -> list[str]:
     lines = ["## Table 3 (NLG, perplexity, T=16)", ""]
     sweep = _read(results, "table3_nlg.csv")
-    rows = [[f"GPT-2 (346M) {d}", a, s, 100 * (s / a - 1), "-", "-", "-", "no GPT-2 weights or WikiText offline"]
-            for d, (a, s) in PAPER_TABLE3.items()]
+    rows = [
+        [f"GPT-2 (346M) {d}", a, s, 100 * (s / a - 1), "-", "-", "-", "no GPT-2 weights or WikiText offline"]
+        for d, (a, s) in paper.TABLE3_GPT2.items()
+    ]
     if sweep is not None:
         for _, r in sweep[sweep.timesteps == 16].iterrows():
-            rows.append([f"stand-in: {r.model} ({r.activation_domain})", "-", "-", "-", r.ann_ppl, r.snn_ppl,
-                         r.ppl_increase_pct, f"{int(r.tokens)} held-out tokens, context {int(r.context)}, "
-                         f"stride {int(r.stride)}"])
-    out = lines + _table(["model / data", "paper ANN", "paper SNN", "paper increase %", "ours ANN", "ours SNN",
-                          "ours increase %", "ours: tokens / note"], rows)
+            rows.append(
+                [
+                    f"stand-in: {r.model} ({r.activation_domain})",
+                    "-",
+                    "-",
+                    "-",
+                    r.ann_ppl,
+                    r.snn_ppl,
+                    r.ppl_increase_pct,
+                    f"{int(r.tokens)} held-out tokens, context {int(r.context)}, stride {int(r.stride)}",
+                ]
+            )
+    out = lines + _table(
+        [
+            "model / data",
+            "paper ANN",
+            "paper SNN",
+            "paper increase %",
+            "ours ANN",
+            "ours SNN",
+            "ours increase %",
+            "ours: tokens / note",
+        ],
+        rows,
+    )
     return out if sweep is not None else out + _missing("table3_nlg.csv")
 
 
 def _table4(results: Path) -> list[str]:
-    lines = ["## Table 4 (timestep sweep: SNN metric by T, ANN in the first column)", "",
-             "Paper rows, then ours (stand-ins; `calibrated` activation neurons where both were run). Accuracy in %, "
-             "perplexity for the language models.", ""]
+    lines = [
+        "## Table 4 (timestep sweep: SNN metric by T, ANN in the first column)",
+        "",
+        "Paper rows, then ours (stand-ins; `calibrated` activation neurons where both were run). Accuracy in %, "
+        "perplexity for the language models.",
+        "",
+    ]
     ts = [8, 10, 12, 16]
     rows = []
-    for name, paper in [("paper ViT-B/16 ImageNet", PAPER_VIT_B16), ("paper RoBERTa-B MR", PAPER_ROBERTA_BASE_MR),
-                        ("paper GPT-2 WikiText-103 (ppl)", PAPER_GPT2_WIKI103)] + \
-            [(f"paper {k}", v) for k, v in PAPER_TABLE4_OTHER.items()]:
-        rows.append([name, paper["ann"], *[paper.get(t) for t in ts], "-"])
-    for csv, metric_ann, metric_snn, unit in [("table1_vision.csv", "ann_accuracy", "snn_accuracy", "digits"),
-                                             ("table2_nlu.csv", "ann_accuracy", "snn_accuracy", "tweets"),
-                                             ("table3_nlg.csv", "ann_ppl", "snn_ppl", "tokens")]:
+    for name, published in [
+        ("paper ViT-B/16 ImageNet", paper.TABLE4_VIT_B16),
+        ("paper RoBERTa-B MR", paper.TABLE4_ROBERTA_BASE_MR),
+        ("paper GPT-2 WikiText-103 (ppl)", paper.TABLE4_GPT2_WIKI103),
+    ] + [("paper ViT-M/16", paper.TABLE4_VIT_M16), ("paper RoBERTa-L MR", paper.TABLE4_ROBERTA_LARGE_MR)]:
+        rows.append([name, published["ann"], *[published.get(t) for t in ts], "-"])
+    for csv, metric_ann, metric_snn, unit in [
+        ("table1_vision.csv", "ann_accuracy", "snn_accuracy", "digits"),
+        ("table2_nlu.csv", "ann_accuracy", "snn_accuracy", "tweets"),
+        ("table3_nlg.csv", "ann_ppl", "snn_ppl", "tokens"),
+    ]:
         sweep = _read(results, csv)
         if sweep is None:
             continue
@@ -122,8 +228,14 @@ def _table4(results: Path) -> list[str]:
             dom = "calibrated" if (grp.activation_domain == "calibrated").any() else grp.activation_domain.iloc[0]
             g = grp[grp.activation_domain == dom].set_index("timesteps")
             n = int(g["samples" if "samples" in g else "tokens"].iloc[0])
-            rows.append([f"ours {model} ({dom})", float(g[metric_ann].iloc[0]),
-                         *[float(g.loc[t, metric_snn]) if t in g.index else None for t in ts], f"{n} {unit}"])
+            rows.append(
+                [
+                    f"ours {model} ({dom})",
+                    float(g[metric_ann].iloc[0]),
+                    *[float(g.loc[t, metric_snn]) if t in g.index else None for t in ts],
+                    f"{n} {unit}",
+                ]
+            )
     return lines + _table(["model", "ANN", "T=8", "T=10", "T=12", "T=16", "samples"], rows)
 
 
@@ -136,16 +248,31 @@ def _table_x(results: Path) -> list[str]:
     for _, r in tx.sort_values(["function", "decay", "n_basis"], ascending=[True, False, True]).iterrows():
         if r.recipe != "best":
             continue
-        paper_recipe = tx[(tx.function == r.function) & (tx.n_basis == r.n_basis) & (tx.decay == r.decay)
-                          & (tx.recipe == "paper")]
-        rows.append([r.function, int(r.n_basis), "yes" if r.decay else "no", r.paper_mse, r.mse, r.mse - r.paper_mse,
-                     r.ratio, float(paper_recipe.mse.iloc[0]) if len(paper_recipe) else None])
-    out = lines + _table(["function", "N", "decay", "paper MSE", "ours (best)", "difference", "ours / paper",
-                          "ours (paper recipe)"], rows)
+        paper_recipe = tx[
+            (tx.function == r.function) & (tx.n_basis == r.n_basis) & (tx.decay == r.decay) & (tx.recipe == "paper")
+        ]
+        rows.append(
+            [
+                r.function,
+                int(r.n_basis),
+                "yes" if r.decay else "no",
+                r.paper_mse,
+                r.mse,
+                r.mse - r.paper_mse,
+                r.ratio,
+                float(paper_recipe.mse.iloc[0]) if len(paper_recipe) else None,
+            ]
+        )
+    out = lines + _table(
+        ["function", "N", "decay", "paper MSE", "ours (best)", "difference", "ours / paper", "ours (paper recipe)"],
+        rows,
+    )
     vii = _read(results, "table_vii.csv")
     if vii is not None:
-        out += _table(["SiLU interval (N=4, T=16)", "paper MSE", "ours", "difference", "ours / paper"],
-                      [[r.interval, r.paper_mse, r.mse, r.mse - r.paper_mse, r.ratio] for _, r in vii.iterrows()])
+        out += _table(
+            ["SiLU interval (N=4, T=16)", "paper MSE", "ours", "difference", "ours / paper"],
+            [[r.interval, r.paper_mse, r.mse, r.mse - r.paper_mse, r.ratio] for _, r in vii.iterrows()],
+        )
     return out
 
 
@@ -153,14 +280,22 @@ def _table_xi(results: Path) -> list[str]:
     lines = ["## Table XI (firing rates %, T=16)", ""]
     xi = _read(results, "table_xi.csv")
     if xi is None:
-        rows = [[role, p, "-", "-", "not measured in this results folder (notebook 08_energy writes table_xi.csv)"]
-                for role, p in PAPER_TABLE_XI.items()]
+        rows = [
+            [role, p, "-", "-", "not measured in this results folder (notebook 08_energy writes table_xi.csv)"]
+            for role, p in paper.TABLE_XI.items()
+        ]
         return lines + _table(["neuron role", "paper (ViT-M/16)", "ours", "difference", "note"], rows)
     xi = xi.set_index("role")
-    rows = [[role, p, float(xi.loc[role, "firing_rate_pct"]) if role in xi.index else None,
-             float(xi.loc[role, "firing_rate_pct"]) - p if role in xi.index else None,
-             xi.loc[role, "model"] if role in xi.index else "role not present in the stand-in"]
-            for role, p in PAPER_TABLE_XI.items()]
+    rows = [
+        [
+            role,
+            p,
+            float(xi.loc[role, "firing_rate_pct"]) if role in xi.index else None,
+            float(xi.loc[role, "firing_rate_pct"]) - p if role in xi.index else None,
+            xi.loc[role, "model"] if role in xi.index else "role not present in the stand-in",
+        ]
+        for role, p in paper.TABLE_XI.items()
+    ]
     return lines + _table(["neuron role", "paper (ViT-M/16)", "ours", "difference", "ours: model"], rows)
 
 
@@ -172,16 +307,25 @@ def build_report(results_dir, profile: str, runs: pd.DataFrame | None = None) ->
     from . import __version__
 
     results = Path(results_dir)
-    lines = ["# Report: the paper's tables beside ours", "",
-             f"Written by `python -m mbe reproduce --profile {profile}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-             f"mbe {__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
-             f"python {platform.python_version()}, {platform.machine()}, {torch.get_num_threads()} threads.", "",
-             "The paper's models and data (ImageNet, GLUE, WikiText, GPT-2/ViT/RoBERTa checkpoints) cannot be had "
-             "offline; each table names the embedded stand-in measured instead, with its sample count. Differences "
-             "are ours minus the paper's (points for accuracy, relative % for perplexity).", ""]
+    lines = [
+        "# Report: the paper's tables beside ours",
+        "",
+        f"Written by `python -m mbe reproduce --profile {profile}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"mbe {__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"python {platform.python_version()}, {platform.machine()}, {torch.get_num_threads()} threads.",
+        "",
+        "The paper's models and data (ImageNet, GLUE, WikiText, GPT-2/ViT/RoBERTa checkpoints) cannot be had "
+        "offline; each table names the embedded stand-in measured instead, with its sample count. Differences "
+        "are ours minus the paper's (points for accuracy, relative % for perplexity).",
+        "",
+    ]
     if runs is not None and len(runs):
-        lines += ["Notebook wall times (s): " + ", ".join(f"{r.notebook} {r.seconds:.0f}" for _, r in runs.iterrows())
-                  + f"; total {runs.seconds.sum():.0f} s.", ""]
+        lines += [
+            "Notebook wall times (s): "
+            + ", ".join(f"{r.notebook} {r.seconds:.0f}" for _, r in runs.iterrows())
+            + f"; total {runs.seconds.sum():.0f} s.",
+            "",
+        ]
     for part in (_table1, _table2, _table3, _table4, _table_x, _table_xi):
         lines += part(results)
     path = results / "REPORT.md"

@@ -9,10 +9,10 @@ Each notebook in ``notebooks/`` (sorted by name) is executed with its ``profile`
 ``figures_dir`` parameters; executed copies go to ``<results>/executed/``. A failing notebook stops the
 run with its name and the failing cell.
 """
+
 from __future__ import annotations
 
 import os
-
 import time
 from pathlib import Path
 
@@ -27,8 +27,14 @@ class HubUnreachable(RuntimeError):
     """The ``paper`` profile cannot reach the Hugging Face hub."""
 
 
-def run_notebooks(profile: str = "default", notebooks_dir="notebooks", results_dir="results",
-                  figures_dir="figures", only: list[str] | None = None, progress: bool = True) -> list[dict]:
+def run_notebooks(
+    profile: str = "default",
+    notebooks_dir="notebooks",
+    results_dir="results",
+    figures_dir="figures",
+    only: list[str] | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Execute the suite; returns one row per notebook (name, seconds)."""
     import papermill as pm
     from tqdm.auto import tqdm
@@ -42,13 +48,17 @@ def run_notebooks(profile: str = "default", notebooks_dir="notebooks", results_d
         if missing:
             raise HubUnreachable(
                 "the paper profile runs the paper's own models and data from the Hugging Face hub, and needs a "
-                "network (realistically a GPU too). Unreachable: " + "; ".join(missing.values())
+                "network (realistically a GPU too). Unreachable: "
+                + "; ".join(missing.values())
                 + ". The default profile runs everything offline on the embedded stand-ins: "
-                  "python -m mbe reproduce --profile default")
+                "python -m mbe reproduce --profile default"
+            )
     nb_dir = Path(notebooks_dir)
     books = sorted(p for p in nb_dir.glob("*.ipynb") if not only or any(p.name.startswith(o) for o in only))
     if not books:
-        raise FileNotFoundError(f"no notebooks found in {nb_dir.resolve()} (run from the repository root or pass --notebooks)")
+        raise FileNotFoundError(
+            f"no notebooks found in {nb_dir.resolve()} (run from the repository root or pass --notebooks)"
+        )
     results, figures = Path(results_dir).resolve(), Path(figures_dir).resolve()
     executed = results / "executed"
     executed.mkdir(parents=True, exist_ok=True)
@@ -58,11 +68,17 @@ def run_notebooks(profile: str = "default", notebooks_dir="notebooks", results_d
         start = time.perf_counter()
         try:
             pm.execute_notebook(
-                str(book), os.path.relpath(executed / book.name), cwd=str(nb_dir),
+                str(book),
+                os.path.relpath(executed / book.name),
+                cwd=str(nb_dir),
                 # relative to the notebook's folder, so executed copies carry no machine-specific paths
-                parameters={"profile": profile, "results_dir": os.path.relpath(results, nb_dir.resolve()),
-                            "figures_dir": os.path.relpath(figures, nb_dir.resolve())},
-                progress_bar=False, kernel_name="python3",
+                parameters={
+                    "profile": profile,
+                    "results_dir": os.path.relpath(results, nb_dir.resolve()),
+                    "figures_dir": os.path.relpath(figures, nb_dir.resolve()),
+                },
+                progress_bar=False,
+                kernel_name="python3",
             )
         except pm.PapermillExecutionError as exc:
             raise NotebookFailed(
@@ -71,8 +87,6 @@ def run_notebooks(profile: str = "default", notebooks_dir="notebooks", results_d
             ) from None
         rows.append({"notebook": book.name, "seconds": round(time.perf_counter() - start, 1)})
     return rows
-
-
 
 
 def write_run_report(rows: list[dict], profile: str, results_dir="results") -> Path:

@@ -6,6 +6,7 @@ table in milliseconds; a missing, stale (recipe or domain changed since) or corr
 hash mismatch) table raises :class:`TableError` saying what, where, and the command that
 regenerates it (``python -m mbe fit ...``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,8 +19,10 @@ from typing import Iterable, Optional, Union
 
 import torch
 
+from . import paper
 from .fitting import FitResult, get_recipe
-from .functions import PAPER_TABLE_X, get_function
+from .functions import get_function
+from .neuron.base import BACKENDS, validate_counts
 from .neuron.mbe import MBENeuron, MBEParameters
 
 FORMAT = "mbe-neuron-table"
@@ -67,7 +70,7 @@ def shipped_table_keys() -> list[TableKey]:
     for fn in ACTIVATIONS_WIDE:  # the activations also at N=8, for conversions that trade spikes for accuracy
         for t in SHIPPED_TIMESTEPS:
             keys.append(TableKey(fn, 8, t))
-    for fn in PAPER_TABLE_X:
+    for fn in paper.TABLE_X:
         for recipe in ("best", "paper"):
             for n in TABLE_X_BASES:
                 keys.append(TableKey(fn, n, 16, recipe))
@@ -102,8 +105,12 @@ def table_record(result: FitResult) -> dict:
         "recipe": result.recipe.as_dict(),
         "seed": result.seed,
         "params": neuron.parameters_record().to_dict(),
-        "metrics": {"mse": result.mse, "train_mse": result.train_mse, "eval_points": 10_000,
-                    "fit_seconds": round(result.seconds, 3)},
+        "metrics": {
+            "mse": result.mse,
+            "train_mse": result.train_mse,
+            "eval_points": 10_000,
+            "fit_seconds": round(result.seconds, 3),
+        },
         "created_with": {"mbe": _version(), "torch": torch.__version__.split("+")[0]},
     }
     record["sha256"] = _digest(record)
@@ -168,7 +175,7 @@ def load_table(key: TableKey, directory: Union[str, Path, None] = None, *, check
             problems.append(f"recipe {key.recipe!r} changed since the table was fitted")
         try:
             spec_domain = list(get_function(key.function).domain)
-        except KeyError:
+        except ValueError:
             spec_domain = record.get("domain")
         if record.get("domain") != spec_domain:
             problems.append(f"domain {record.get('domain')} != registry domain {spec_domain}")
@@ -177,8 +184,18 @@ def load_table(key: TableKey, directory: Union[str, Path, None] = None, *, check
     return record
 
 
-def get_neuron(function: str, n_basis: Optional[int] = None, timesteps: int = 16, *, recipe: str = "best",
-               decay: bool = True, device=None, dtype=None, directory=None, backend: str = "auto") -> MBENeuron:
+def get_neuron(
+    function: str,
+    n_basis: Optional[int] = None,
+    timesteps: int = 16,
+    *,
+    recipe: str = "best",
+    decay: bool = True,
+    device=None,
+    dtype=None,
+    directory=None,
+    backend: str = "auto",
+) -> MBENeuron:
     """A ready MBE neuron from a fitted table (no refit; milliseconds).
 
     Args:
@@ -192,13 +209,18 @@ def get_neuron(function: str, n_basis: Optional[int] = None, timesteps: int = 16
     Raises:
         TableError: the table is missing, stale or corrupt (the message gives the fix).
     """
-    if n_basis is None:
-        n_basis = get_function(function).n_basis
-    key = TableKey(function, int(n_basis), int(timesteps), recipe, bool(decay))
+    spec = get_function(function)
+    n_basis = spec.n_basis if n_basis is None else n_basis
+    validate_counts(n_basis, timesteps)
+    get_recipe(recipe)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    key = TableKey(function, n_basis, timesteps, recipe, bool(decay))
     record = load_table(key, directory)
     params = MBEParameters.from_dict(record["params"])
-    neuron = MBENeuron(params, record["timesteps"], function=record["function"], domain=record["domain"],
-                       backend=backend)
+    neuron = MBENeuron(
+        params, record["timesteps"], function=record["function"], domain=record["domain"], backend=backend
+    )
     if device is not None or dtype is not None:
         neuron = neuron.to(device=device, dtype=dtype)
     return neuron
@@ -219,12 +241,22 @@ def fit_tables(keys: Iterable[TableKey], directory=None, *, seed: int = 0, progr
     for key in keys:
         if bar is not None:
             bar.set_postfix_str(key.filename)
-        res = fit_neuron(key.function, n_basis=key.n_basis, timesteps=key.timesteps, recipe=key.recipe,
-                         seed=seed, decay=key.decay)
+        res = fit_neuron(
+            key.function, n_basis=key.n_basis, timesteps=key.timesteps, recipe=key.recipe, seed=seed, decay=key.decay
+        )
         path = save_table(res, directory)
-        rows.append({"table": path.name, "function": key.function, "n_basis": key.n_basis,
-                     "timesteps": key.timesteps, "recipe": key.recipe, "decay": key.decay,
-                     "mse": res.mse, "seconds": res.seconds})
+        rows.append(
+            {
+                "table": path.name,
+                "function": key.function,
+                "n_basis": key.n_basis,
+                "timesteps": key.timesteps,
+                "recipe": key.recipe,
+                "decay": key.decay,
+                "mse": res.mse,
+                "seconds": res.seconds,
+            }
+        )
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -1,13 +1,16 @@
 """Fitting: determinism, recipes, switches, FS baseline, user-registered functions."""
+
 import pytest
 import torch
 
 import mbe
+from mbe import paper
 from mbe.fitting import RECIPES, FitRecipe
 
 
 def quick(**kw):
-    base = dict(timesteps=8, seed=3, epochs=20, samples=2000)
+    """A short schedule with one restart: seconds per fit, still a real fit."""
+    base = dict(timesteps=8, seed=3, epochs=20, samples=2000, restarts=1, ramp_steps=60)
     base.update(kw)
     return base
 
@@ -34,9 +37,15 @@ def test_best_recipe_beats_paper_recipe_on_reciprocal():
 
 def test_paper_recipe_has_no_additions():
     p = RECIPES["paper"]
-    assert (p.lr, p.epochs, p.lr_decay, p.samples) == (0.01, 200, 0.99, 10_000)
+    assert (p.lr, p.epochs, p.lr_decay, p.samples) == (paper.FIT_LR, paper.FIT_EPOCHS, paper.FIT_LR_DECAY,
+                                                       paper.FIT_SAMPLES)
     assert (p.input_shift, p.per_basis_levels, p.output_bias, p.least_squares, p.init) == (
-        "none", False, False, False, "halving")
+        "none",
+        False,
+        False,
+        False,
+        "halving",
+    )
     res = mbe.fit_neuron("gelu", n_basis=3, recipe="paper", **quick())
     n = res.neuron
     assert float(n.bias) == 0.0 and bool((n.input_offset == 0).all())
@@ -85,8 +94,7 @@ def test_callable_target_needs_domain():
 
 
 def test_register_and_fit_a_user_function():
-    spec = mbe.register_function("softplus_test", torch.nn.functional.softplus, (-6.0, 6.0), n_basis=3,
-                                 overwrite=True)
+    spec = mbe.register_function("softplus_test", torch.nn.functional.softplus, (-6.0, 6.0), n_basis=3, overwrite=True)
     assert "softplus_test" in mbe.list_functions()
     res = mbe.fit_neuron("softplus_test", **quick())
     assert res.neuron.n_basis == 3 and res.neuron.domain == (-6.0, 6.0)
@@ -99,7 +107,7 @@ def test_register_and_fit_a_user_function():
 
 
 def test_unknown_function_lists_registered():
-    with pytest.raises(KeyError, match="gelu"):
+    with pytest.raises(ValueError, match="gelu"):
         mbe.get_function("nope")
 
 

@@ -1,4 +1,5 @@
 """The pure dynamics and the neuron modules."""
+
 import math
 import warnings
 
@@ -196,10 +197,11 @@ def test_fs_neuron_binary_init_is_quantiser_and_counts_3t():
     neuron = mbe.FSNeuron(p, function="identity", domain=(0.0, 3.99))
     x = torch.linspace(0, 3.99, 300)
     err = x - neuron(x)
-    assert bool((err >= -1e-6).all()) and bool((err < 4.0 / 2 ** 8 + 1e-6).all())
+    assert bool((err >= -1e-6).all()) and bool((err < 4.0 / 2**8 + 1e-6).all())
     assert neuron.num_values() == 24
 
 
+@pytest.mark.slow
 def test_compiled_readout_matches_simulate_bit_for_bit():
     """The torch.compile'd fused path (kernels padded to a bucket) gives exactly simulate's numbers."""
     from mbe.neuron import compiled
@@ -209,7 +211,10 @@ def test_compiled_readout_matches_simulate_bit_for_bit():
         d, r, vth = nrn.kernels()
         w, b, off = (v.to(dtype) for v in nrn.readout())
         lo, hi = nrn.domain
-        x = torch.rand(3, compiled.MIN_ELEMENTS, dtype=dtype, generator=torch.Generator().manual_seed(0)) * (hi - lo) + lo
+        x = (
+            torch.rand(3, compiled.MIN_ELEMENTS, dtype=dtype, generator=torch.Generator().manual_seed(0)) * (hi - lo)
+            + lo
+        )
         ref = mbe.neuron.functional.simulate(x, d.to(dtype), r.to(dtype), vth.to(dtype), w, b, off, return_counts=True)
         out, counts = compiled.compiled_readout(x, d.to(dtype), r.to(dtype), vth.to(dtype), w, b, off)
         assert compiled.compile_enabled(), compiled._failed

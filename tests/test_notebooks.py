@@ -1,4 +1,5 @@
 """The notebook suite in its smoke profile, run by papermill through the CLI, and its CSVs checked."""
+
 import math
 import subprocess
 import sys
@@ -14,9 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     proc = subprocess.run(
-        [sys.executable, "-m", "mbe", "reproduce", "--profile", "smoke", "--results", str(out / "results"),
-         "--figures", str(out / "figures")],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "mbe",
+            "reproduce",
+            "--profile",
+            "smoke",
+            "--results",
+            str(out / "results"),
+            "--figures",
+            str(out / "figures"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
@@ -61,8 +75,18 @@ def test_source_notebooks_carry_no_outputs():
 def test_operators_notebook_csvs(smoke_run):
     res = smoke_run / "results"
     err = pd.read_csv(res / "operator_errors.csv")
-    assert {"operator", "neuron", "timesteps", "max_abs", "mean_abs", "max_rel_scale", "mean_rel", "spikes",
-            "sops", "saturated"} <= set(err.columns)
+    assert {
+        "operator",
+        "neuron",
+        "timesteps",
+        "max_abs",
+        "mean_abs",
+        "max_rel_scale",
+        "mean_rel",
+        "spikes",
+        "sops",
+        "clamped",
+    } <= set(err.columns)
     assert err[["max_abs", "mean_abs", "mean_rel"]].map(math.isfinite).all().all()
     mbe_err = err[err.neuron == "MBE"].pivot_table(index="operator", columns="timesteps", values="mean_rel")
     for op in ("QK^T (matmul)", "attn V (matmul)", "softmax", "layer_norm", "rms_norm", "product (elementwise)"):
@@ -78,8 +102,16 @@ def test_operators_notebook_csvs(smoke_run):
 
 def test_vision_notebook_csv(smoke_run):
     sweep = pd.read_csv(smoke_run / "results" / "table1_vision.csv")
-    assert {"model", "activation_domain", "timesteps", "samples", "ann_accuracy", "snn_accuracy", "agreement",
-            "delta_points"} <= set(sweep.columns)
+    assert {
+        "model",
+        "activation_domain",
+        "timesteps",
+        "samples",
+        "ann_accuracy",
+        "snn_accuracy",
+        "agreement",
+        "delta_points",
+    } <= set(sweep.columns)
     assert (sweep.samples == 100).all() and (sweep.ann_accuracy > 90).all()  # the ANN is sane
     assert set(sweep.model) == {"vit-mnist", "resnet-mnist"}
     assert (sweep.agreement >= 90).all()
@@ -90,7 +122,9 @@ def test_vision_notebook_csv(smoke_run):
 
 def test_nlu_notebook_csv(smoke_run):
     sweep = pd.read_csv(smoke_run / "results" / "table2_nlu.csv")
-    assert {"activation_domain", "timesteps", "samples", "ann_accuracy", "snn_accuracy", "agreement"} <= set(sweep.columns)
+    assert {"activation_domain", "timesteps", "samples", "ann_accuracy", "snn_accuracy", "agreement"} <= set(
+        sweep.columns
+    )
     assert (sweep.samples == 8).all() and sweep.agreement.map(math.isfinite).all()
     assert set(sweep.model) == {"minilm-tweets", "roberta-tweets"}
     assert (smoke_run / "figures" / "table2_nlu_delta_vs_t.png").stat().st_size > 10_000
@@ -98,8 +132,19 @@ def test_nlu_notebook_csv(smoke_run):
 
 def test_nlg_notebook_csv(smoke_run):
     sweep = pd.read_csv(smoke_run / "results" / "table3_nlg.csv")
-    assert {"model", "activation_domain", "timesteps", "tokens", "context", "stride", "ann_ppl", "snn_ppl",
-            "ppl_increase_pct", "agreement", "kl"} <= set(sweep.columns)
+    assert {
+        "model",
+        "activation_domain",
+        "timesteps",
+        "tokens",
+        "context",
+        "stride",
+        "ann_ppl",
+        "snn_ppl",
+        "ppl_increase_pct",
+        "agreement",
+        "kl",
+    } <= set(sweep.columns)
     assert (sweep.model == "gpt2-pydocs").all() and (sweep.tokens == 255).all()
     assert (sweep.ann_ppl > 1).all() and (sweep.ann_ppl < 1000).all()  # a real LM, better than uniform over 4,096
     assert sweep[["snn_ppl", "kl"]].map(math.isfinite).all().all()
@@ -149,9 +194,25 @@ def test_paper_profile_offline_says_what_is_unreachable(tmp_path):
     import os
 
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "mbe", "reproduce", "--profile", "paper", "--results",
-                           str(tmp_path / "r"), "--figures", str(tmp_path / "f")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mbe",
+            "reproduce",
+            "--profile",
+            "paper",
+            "--results",
+            str(tmp_path / "r"),
+            "--figures",
+            str(tmp_path / "f"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     for model_id in ("google/vit-base-patch16-224", "textattack/roberta-base-SST-2", "gpt2-medium"):
         assert model_id in proc.stderr

@@ -1,4 +1,5 @@
 """Spiking operators: event == fused, accuracy against the exact ops, masks, statistics, bad input."""
+
 import warnings
 
 import pytest
@@ -136,7 +137,10 @@ def test_error_falls_as_t_grows(gen, op):
         "matmul": lambda t: (ops.spiking_matmul(a, b, timesteps=t), a @ b),
         "softmax": lambda t: (ops.spiking_softmax(a, timesteps=t), torch.softmax(a, -1)),
         "layer_norm": lambda t: (ops.spiking_layer_norm(a, 16, timesteps=t), torch.nn.functional.layer_norm(a, (16,))),
-        "rms_norm": lambda t: (ops.spiking_rms_norm(a, timesteps=t), a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-6)),
+        "rms_norm": lambda t: (
+            ops.spiking_rms_norm(a, timesteps=t),
+            a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-6),
+        ),
         "gelu": lambda t: (ops.spiking_activation("gelu", a, timesteps=t), torch.nn.functional.gelu(a)),
     }[op]
     errs = [float((o - r).abs().mean()) for o, r in (exact(t) for t in (8, 16))]
@@ -170,12 +174,19 @@ def test_statistics_record_every_site(gen):
     ops.spiking_layer_norm(x, 8, stats=stats)
     ops.spiking_activation("gelu", x, stats=stats)
     frame = stats.as_frame()
-    for key in ("softmax.exp2", "softmax.reciprocal", "softmax.product.a", "layer_norm.square.a",
-                "layer_norm.rsqrt", "layer_norm.product.a", "gelu"):
-        assert key in set(frame.site), key
+    for key in (
+        "softmax.exp2",
+        "softmax.reciprocal",
+        "softmax.product.a",
+        "layer_norm.square.a",
+        "layer_norm.rsqrt",
+        "layer_norm.product.a",
+        "gelu",
+    ):
+        assert key in set(frame.key), key
     assert ((frame.firing_rate > 0) & (frame.firing_rate <= 1)).all()
-    assert frame.set_index("site").loc["softmax.exp2", "elements"] == x.numel()
-    assert frame.set_index("site").loc["softmax.reciprocal", "elements"] == x.numel() // 8
+    assert frame.set_index("key").loc["softmax.exp2", "elements"] == x.numel()
+    assert frame.set_index("key").loc["softmax.reciprocal", "elements"] == x.numel() // 8
     assert stats.total("sops") > 0
 
 
@@ -195,14 +206,17 @@ def test_shape_mismatch_raises():
         ops.spiking_mul(torch.ones(2), torch.ones(2), mode="fast")
 
 
-@pytest.mark.parametrize("call", [
-    lambda x: ops.spiking_mul(x, torch.ones_like(x)),
-    lambda x: ops.spiking_matmul(x.reshape(2, 2), torch.ones(2, 2)),
-    lambda x: ops.spiking_softmax(x),
-    lambda x: ops.spiking_layer_norm(x, 4),
-    lambda x: ops.spiking_rms_norm(x),
-    lambda x: ops.spiking_activation("gelu", x),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x: ops.spiking_mul(x, torch.ones_like(x)),
+        lambda x: ops.spiking_matmul(x.reshape(2, 2), torch.ones(2, 2)),
+        lambda x: ops.spiking_softmax(x),
+        lambda x: ops.spiking_layer_norm(x, 4),
+        lambda x: ops.spiking_rms_norm(x),
+        lambda x: ops.spiking_activation("gelu", x),
+    ],
+)
 def test_nan_raises(call):
     x = torch.tensor([1.0, float("nan"), 2.0, 3.0])
     with pytest.raises(ValueError, match="non-finite"):
@@ -214,11 +228,11 @@ def test_out_of_range_is_clamped_and_counted():
     a = torch.tensor([0.5, 2.0, -3.0])
     with pytest.warns(mbe.DomainWarning, match="clamped"):
         out = ops.spiking_mul(a, torch.ones(3), ranges=((-1.0, 1.0), None), stats=stats)
-    assert stats.sites["mul.a"].saturated == 2
+    assert stats.sites["mul.a"].clamped == 2
     assert float(out[1]) == pytest.approx(1.0, abs=1e-3) and float(out[2]) == pytest.approx(-1.0, abs=1e-3)
     with pytest.warns(mbe.DomainWarning):
         ops.spiking_activation("gelu", torch.tensor([0.0, 50.0]), stats=stats)  # GELU domain ends at 10
-    assert stats.sites["gelu"].saturated == 1
+    assert stats.sites["gelu"].clamped == 1
 
 
 def test_no_warning_for_in_range_inputs(gen):

@@ -1,4 +1,5 @@
 """Shipped tables: present, hashed, fresh; clear errors when missing, stale or corrupt."""
+
 import json
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import mbe
-from mbe.functions import PAPER_TABLE_X
+from mbe.paper import TABLE_X as PAPER_TABLE_X
 from mbe.tables import SHIPPED_DIR, TableError, TableKey, load_table, shipped_table_keys, verify_tables
 
 
@@ -109,8 +110,24 @@ def test_cli_tables_command_passes():
 
 
 def test_cli_fit_writes_a_table(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "mbe", "fit", "sigmoid", "--n-basis", "2", "--timesteps", "4",
-                           "--out", str(tmp_path), "--quiet"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mbe",
+            "fit",
+            "sigmoid",
+            "--n-basis",
+            "2",
+            "--timesteps",
+            "4",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sigmoid-N2-T4-best.json").exists()
     neuron = mbe.get_neuron("sigmoid", n_basis=2, timesteps=4, directory=tmp_path)

@@ -1,4 +1,5 @@
 """The Triton kernel, run by Triton's interpreter on the CPU, against the torch path."""
+
 import os
 import subprocess
 import sys

@@ -4,6 +4,7 @@ plot changed. Screenshots go to figures/tutorial_widgets_before.png and _after.p
 
 Skipped, with the reason, where Chromium or its driver is missing (``.ci/run`` installs them with apt).
 """
+
 import os
 import shutil
 import socket
@@ -18,8 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER),
+        reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+    ),
+]
 
 
 def _free_port() -> int:
@@ -35,10 +41,22 @@ def lab(tmp_path):
     shutil.copytree(ROOT / "notebooks", work)
     port, token = _free_port(), "mbe-test"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--LabApp.expose_app_in_browser=True"]
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+            "--LabApp.expose_app_in_browser=True",
+        ]
         + (["--allow-root"] if os.geteuid() == 0 else []),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg")))
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg")),
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         with socket.socket() as s:
@@ -57,7 +75,8 @@ def _plot_src(driver) -> str:
     """The image inside the widgets' output area ('' until it is drawn)."""
     return driver.execute_script(
         "const imgs = document.querySelectorAll('.widget-output img, .jupyter-widgets-output-area img');"
-        "return imgs.length ? imgs[imgs.length - 1].src : '';")
+        "return imgs.length ? imgs[imgs.length - 1].src : '';"
+    )
 
 
 def test_moving_a_control_redraws_the_plot(lab):
@@ -74,23 +93,35 @@ def test_moving_a_control_redraws_the_plot(lab):
         driver.get(lab)
         wait = WebDriverWait(driver, 180, poll_frequency=1)
         # the notebook panel is open and its kernel is ready, then run every cell
-        wait.until(lambda d: d.execute_script(
-            "const app = window.jupyterapp; const w = app && app.shell.currentWidget;"
-            "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
-            " && w.sessionContext.session.kernel.status === 'idle');"))
+        wait.until(
+            lambda d: d.execute_script(
+                "const app = window.jupyterapp; const w = app && app.shell.currentWidget;"
+                "return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
+                " && w.sessionContext.session.kernel.status === 'idle');"
+            )
+        )
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
         wait.until(lambda d: _plot_src(d) != "")
         before = _plot_src(driver)
         figures = ROOT / "figures"
         driver.save_screenshot(str(figures / "tutorial_widgets_before.png"))
-        t_select = wait.until(lambda d: next((
-            el for el in d.find_elements("css selector", ".widget-dropdown")
-            if el.find_element("css selector", "label").text.strip() == "T"), None))
+        t_select = wait.until(
+            lambda d: next(
+                (
+                    el
+                    for el in d.find_elements("css selector", ".widget-dropdown")
+                    if el.find_element("css selector", "label").text.strip() == "T"
+                ),
+                None,
+            )
+        )
         Select(t_select.find_element("css selector", "select")).select_by_visible_text("4")
         wait.until(lambda d: _plot_src(d) not in ("", before))
         after = _plot_src(driver)
-        driver.execute_script("document.querySelectorAll('.widget-output, .jupyter-widgets-output-area')"
-                              ".forEach(e => e.scrollIntoView());")
+        driver.execute_script(
+            "document.querySelectorAll('.widget-output, .jupyter-widgets-output-area')"
+            ".forEach(e => e.scrollIntoView());"
+        )
         driver.save_screenshot(str(figures / "tutorial_widgets_after.png"))
         assert after != before
     finally:

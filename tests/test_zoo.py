@@ -1,4 +1,5 @@
 """The embedded vision model: loads offline in one call, its data split, and its spiking twin."""
+
 import warnings
 
 import pytest
@@ -49,8 +50,10 @@ def test_nlu_data_split_and_model():
     model = nlu.load()
     b = nlu.batches("test", batch_size=50, limit=200)
     with torch.no_grad():
-        correct = sum(int((model(**{k: v for k, v in x.items() if k != "labels"}).logits.argmax(-1) == x["labels"]).sum())
-                      for x in b)
+        correct = sum(
+            int((model(**{k: v for k, v in x.items() if k != "labels"}).logits.argmax(-1) == x["labels"]).sum())
+            for x in b
+        )
     assert correct / 200 > 0.8  # the shipped fine-tune is a real classifier (87.6 % on all 1,000)
     assert nlu.info()["metrics"]["test_accuracy"] > 85
 
@@ -113,7 +116,7 @@ def test_gpt2_eval_text_is_held_out_and_the_model_is_a_real_lm():
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()  # tied again after loading
     calib = nlg.batches("train", limit=2)[0]["input_ids"]
     ids = nlg.eval_tokens()
-    assert torch.equal(calib[0], ids[(ids.numel() // 128 - 1) * 128:(ids.numel() // 128) * 128])  # from the end
+    assert torch.equal(calib[0], ids[(ids.numel() // 128 - 1) * 128 : (ids.numel() // 128) * 128])  # from the end
     ppl = nlg.perplexity(model, ids[:2048])
     assert ppl < 0.05 * nlg.RECIPE["vocab_size"]  # far better than uniform guessing over 4,096 tokens
     assert nlg.info()["metrics"]["eval_tokens"] == ids.numel()
@@ -148,10 +151,12 @@ def test_hub_offline_gives_a_clear_error():
     import subprocess
     import sys
 
-    code = ("from mbe.zoo import hub\n"
-            "for n in hub.HUB:\n"
-            "    try:\n        hub.load(n)\n    except hub.ZooError as e:\n        print('ZooError:', e)\n"
-            "try:\n    hub.load('nope')\nexcept hub.ZooError as e:\n    print('ZooError:', e)\n")
+    code = (
+        "from mbe.zoo import hub\n"
+        "for n in hub.HUB:\n"
+        "    try:\n        hub.load(n)\n    except hub.ZooError as e:\n        print('ZooError:', e)\n"
+        "try:\n    hub.load('nope')\nexcept hub.ZooError as e:\n    print('ZooError:', e)\n"
+    )
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout
     lines = [ln for ln in out.splitlines() if ln.startswith("ZooError:")]
@@ -169,8 +174,12 @@ def test_resnet_loads_matches_its_accuracy_and_converts():
     with torch.no_grad():
         acc = float((ann(pixel_values=x_te).logits.argmax(-1) == y_te).float().mean()) * 100
     assert acc == pytest.approx(cnn.info()["metrics"]["test_accuracy"], abs=0.05) and acc > 95
-    snn = mbe.convert(ann, cnn.batches("train", batch_size=32, limit=64, labels=False),
-                      mbe.ConversionConfig(timesteps=8), progress=False)
+    snn = mbe.convert(
+        ann,
+        cnn.batches("train", batch_size=32, limit=64, labels=False),
+        mbe.ConversionConfig(timesteps=8),
+        progress=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = mbe.compare_classifiers(ann, snn, cnn.batches("test", batch_size=100, limit=200), progress=False)

@@ -12,6 +12,7 @@ Every measurement runs in its own spawned process (see :mod:`mbe.benchmarks.meas
 own. ``results/bench.csv`` gets one row per measurement with the columns :data:`COLUMNS`;
 ``results/bench.md`` a short summary with versions and machine facts.
 """
+
 from .measure import COLUMNS, machine_info, run_suites, write_report
 
 SUITES = ("neuron", "operators", "models", "fitting")

@@ -1,4 +1,5 @@
 """Fitting time per neuron table (the ``best`` recipe, as ``python -m mbe fit`` runs it); no baseline."""
+
 from __future__ import annotations
 
 #: label -> (function, N, T)

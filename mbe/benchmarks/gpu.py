@@ -6,6 +6,7 @@ path on a slice, and prints elements/s, achieved bandwidth (12 bytes per element
 bandwidth of a plain device-to-device copy of the same tensor (an achievable peak), plus the roofline
 expectation from :mod:`mbe.kernels.mbe_triton`. Nothing here runs in the tests (no GPU is assumed).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -45,14 +46,16 @@ def main(elements: int = 1 << 26) -> None:
         xi = x * (hi - lo) + lo
         args = (*nrn.kernels(), *nrn.readout())
         mbe_forward_triton(xi, *args)  # autotune + compile
-        ref, _ = readout(xi[:1 << 16], *args)
-        got, _ = mbe_forward_triton(xi[:1 << 16], *args)
+        ref, _ = readout(xi[: 1 << 16], *args)
+        got, _ = mbe_forward_triton(xi[: 1 << 16], *args)
         err = float((ref - got).abs().max())
         sec = _time(lambda xi=xi, args=args: mbe_forward_triton(xi, *args))
         bw = 12 * elements / sec
-        print(f"{fn:9s} N={n} T={t:2d}: {elements / sec:.3g} elements/s, {bw / 1e9:.0f} GB/s "
-              f"({100 * bw / copy_bw:.0f} % of copy), {4 * n * t * elements / sec / 1e12:.1f} TFLOP/s, "
-              f"max |diff| vs torch {err:.2g}")
+        print(
+            f"{fn:9s} N={n} T={t:2d}: {elements / sec:.3g} elements/s, {bw / 1e9:.0f} GB/s "
+            f"({100 * bw / copy_bw:.0f} % of copy), {4 * n * t * elements / sec / 1e12:.1f} TFLOP/s, "
+            f"max |diff| vs torch {err:.2g}"
+        )
 
 
 if __name__ == "__main__":

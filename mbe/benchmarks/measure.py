@@ -8,6 +8,7 @@ was already resident. Wall time is the median of ``repeats`` further calls. Ever
 (the exact torch op, or the ANN) is measured in the same run, so ratios are comparable on a shared, noisy
 machine; absolute seconds are not.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,20 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ["benchmark", "model", "mode", "timesteps", "baseline_seconds", "seconds", "time_ratio",
-           "baseline_peak_mb", "peak_mb", "memory_ratio", "elements_per_second", "repeats"]
+COLUMNS = [
+    "benchmark",
+    "model",
+    "mode",
+    "timesteps",
+    "baseline_seconds",
+    "seconds",
+    "time_ratio",
+    "baseline_peak_mb",
+    "peak_mb",
+    "memory_ratio",
+    "elements_per_second",
+    "repeats",
+]
 
 
 def _rss_mb() -> float:
@@ -95,8 +108,13 @@ def _measure(args) -> tuple[float, float, int]:
     return statistics.median(times), max(peak, 0.0), elements
 
 
-def run_suites(suites=("neuron", "operators", "models", "fitting"), timesteps=(8, 16), event_timesteps=(8, 16),
-               repeats: int = 5, progress: bool = True) -> pd.DataFrame:
+def run_suites(
+    suites=("neuron", "operators", "models", "fitting"),
+    timesteps=(8, 16),
+    event_timesteps=(8, 16),
+    repeats: int = 5,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Run the suites' cases (each suite module lists them in ``cases``); one row per non-baseline case."""
     jobs = []
     for suite in suites:
@@ -122,11 +140,22 @@ def run_suites(suites=("neuron", "operators", "models", "fitting"), timesteps=(8
         sec, mb, elements, reps = results[(suite, label, impl, t)]
         base = next((v for k, v in results.items() if k[:2] == (suite, label) and k[2] == "baseline"), None)
         base_s, base_mb = (base[0], base[1]) if base else (float("nan"), float("nan"))
-        rows.append({"benchmark": suite, "model": label, "mode": impl, "timesteps": t,
-                     "baseline_seconds": base_s, "seconds": sec, "time_ratio": sec / base_s,
-                     "baseline_peak_mb": base_mb, "peak_mb": mb,
-                     "memory_ratio": mb / base_mb if base_mb > 0.05 else float("nan"),
-                     "elements_per_second": elements / sec if elements else float("nan"), "repeats": reps})
+        rows.append(
+            {
+                "benchmark": suite,
+                "model": label,
+                "mode": impl,
+                "timesteps": t,
+                "baseline_seconds": base_s,
+                "seconds": sec,
+                "time_ratio": sec / base_s,
+                "baseline_peak_mb": base_mb,
+                "peak_mb": mb,
+                "memory_ratio": mb / base_mb if base_mb > 0.05 else float("nan"),
+                "elements_per_second": elements / sec if elements else float("nan"),
+                "repeats": reps,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -137,10 +166,16 @@ def machine_info() -> dict:
 
     from .. import __version__
 
-    return {"mbe": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "processor": platform.processor() or "unknown",
-            "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-            "compiled_neurons": os.environ.get("MBE_COMPILE", "1") != "0"}
+    return {
+        "mbe": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or "unknown",
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "compiled_neurons": os.environ.get("MBE_COMPILE", "1") != "0",
+    }
 
 
 def write_report(frame: pd.DataFrame, out_dir, name: str = "bench") -> tuple[Path, Path]:
@@ -150,17 +185,28 @@ def write_report(frame: pd.DataFrame, out_dir, name: str = "bench") -> tuple[Pat
     csv = out / f"{name}.csv"
     frame.to_csv(csv, index=False)
     info = machine_info()
-    lines = [f"# Benchmarks ({name})", "", "Command: `python -m mbe bench`. Machine: "
-             + ", ".join(f"{k} {v}" for k, v in info.items()) + ".", "",
-             "Baselines, measured in the same run: `neuron` torch's own function on the same elements; "
-             "`operators` the exact torch op; `models` the ANN's forward; `fitting` none (seconds only).", ""]
+    lines = [
+        f"# Benchmarks ({name})",
+        "",
+        "Command: `python -m mbe bench`. Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        "",
+        "Baselines, measured in the same run: `neuron` torch's own function on the same elements; "
+        "`operators` the exact torch op; `models` the ANN's forward; `fitting` none (seconds only).",
+        "",
+    ]
     for suite, grp in frame.groupby("benchmark", sort=False):
-        lines += [f"## {suite}", "", "| case | mode | T | baseline (ms) | ms | time ratio | baseline peak (MB) | "
-                  "peak (MB) | elements/s |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {suite}",
+            "",
+            "| case | mode | T | baseline (ms) | ms | time ratio | baseline peak (MB) | peak (MB) | elements/s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for _, r in grp.iterrows():
-            lines.append(f"| {r.model} | {r['mode']} | {r.timesteps} | {1e3 * r.baseline_seconds:.2f} | "
-                         f"{1e3 * r.seconds:.1f} | {r.time_ratio:.1f}x | {r.baseline_peak_mb:.1f} | {r.peak_mb:.1f} | "
-                         f"{r.elements_per_second:.3g} |")
+            lines.append(
+                f"| {r.model} | {r['mode']} | {r.timesteps} | {1e3 * r.baseline_seconds:.2f} | "
+                f"{1e3 * r.seconds:.1f} | {r.time_ratio:.1f}x | {r.baseline_peak_mb:.1f} | {r.peak_mb:.1f} | "
+                f"{r.elements_per_second:.3g} |"
+            )
         lines.append("")
     md = out / f"{name}.md"
     md.write_text("\n".join(lines))

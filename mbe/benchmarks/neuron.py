@@ -4,6 +4,7 @@ Paths: ``eager`` (:func:`mbe.neuron.functional.readout`, plain torch ops, one me
 ``compiled`` (:func:`mbe.neuron.compiled.compiled_readout`, the whole ``N x T`` loop fused by Inductor).
 The Triton kernel runs only on CUDA (and, for correctness only, under the interpreter): not measured here.
 """
+
 from __future__ import annotations
 
 ELEMENTS = 1 << 20

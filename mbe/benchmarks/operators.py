@@ -1,4 +1,5 @@
 """Each spiking operator (fused, event) against its exact torch op, at one ViT-B/16 layer's sizes."""
+
 from __future__ import annotations
 
 #: label -> key; realistic sizes: one ViT-B/16 layer at 197 tokens
@@ -33,7 +34,10 @@ def _inputs(key: str) -> dict:
     if key == "qk":
         return {"a": torch.randn(12, 197, 64, generator=g), "b": torch.randn(12, 64, 197, generator=g)}
     if key == "av":
-        return {"a": torch.softmax(torch.randn(12, 197, 197, generator=g), -1), "b": torch.randn(12, 197, 64, generator=g)}
+        return {
+            "a": torch.softmax(torch.randn(12, 197, 197, generator=g), -1),
+            "b": torch.randn(12, 197, 64, generator=g),
+        }
     raise ValueError(f"unknown operator case {key!r}")
 
 
@@ -45,15 +49,20 @@ def build(key: str, impl: str, timesteps: int):
     inp = _inputs(key)
     elements = next(iter(inp.values())).numel()
     if impl == "baseline":
-        fn = {"softmax": lambda: torch.softmax(inp["x"], -1),
-              "gelu": lambda: torch.nn.functional.gelu(inp["x"]),
-              "layer_norm": lambda: torch.nn.functional.layer_norm(inp["x"], (768,), inp["w"], inp["b"]),
-              "qk": lambda: inp["a"] @ inp["b"], "av": lambda: inp["a"] @ inp["b"]}[key]
+        fn = {
+            "softmax": lambda: torch.softmax(inp["x"], -1),
+            "gelu": lambda: torch.nn.functional.gelu(inp["x"]),
+            "layer_norm": lambda: torch.nn.functional.layer_norm(inp["x"], (768,), inp["w"], inp["b"]),
+            "qk": lambda: inp["a"] @ inp["b"],
+            "av": lambda: inp["a"] @ inp["b"],
+        }[key]
         return fn, elements
     kw = {"timesteps": timesteps, "mode": impl}
-    fn = {"softmax": lambda: ops.spiking_softmax(inp["x"], **kw),
-          "gelu": lambda: ops.spiking_activation("gelu", inp["x"], **kw),
-          "layer_norm": lambda: ops.spiking_layer_norm(inp["x"], 768, inp["w"], inp["b"], **kw),
-          "qk": lambda: ops.spiking_matmul(inp["a"], inp["b"], **kw),
-          "av": lambda: ops.spiking_matmul(inp["a"], inp["b"], **kw)}[key]
+    fn = {
+        "softmax": lambda: ops.spiking_softmax(inp["x"], **kw),
+        "gelu": lambda: ops.spiking_activation("gelu", inp["x"], **kw),
+        "layer_norm": lambda: ops.spiking_layer_norm(inp["x"], 768, inp["w"], inp["b"], **kw),
+        "qk": lambda: ops.spiking_matmul(inp["a"], inp["b"], **kw),
+        "av": lambda: ops.spiking_matmul(inp["a"], inp["b"], **kw),
+    }[key]
     return fn, elements

@@ -9,6 +9,7 @@ recorded yet; the conversion work will replace these with recorded activations):
   outlier channels at 20x (the well-known massive-activation channels);
 - activations: GELU/SiLU inputs ``N(-0.5, 1.5^2)`` with 0.1 % outliers at +-8.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -23,14 +24,15 @@ from ..fitting import fit_fs_neuron
 SYNTHETIC_NOTE = "synthesised inputs with ViT-B/BERT-base-like statistics (see mbe.experiments.operators)"
 
 
-def synthetic_inputs(seq: int = 197, heads: int = 12, head_dim: int = 64, hidden: int = 768, mlp: int = 3072,
-                     seed: int = 0) -> dict:
+def synthetic_inputs(
+    seq: int = 197, heads: int = 12, head_dim: int = 64, hidden: int = 768, mlp: int = 3072, seed: int = 0
+) -> dict:
     """Reproducible synthetic activations (module docstring)."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randn(heads, seq, head_dim, generator=g)
     k = torch.randn(heads, seq, head_dim, generator=g)
     v = torch.randn(heads, seq, head_dim, generator=g)
-    logits = q @ k.transpose(-1, -2) / head_dim ** 0.5
+    logits = q @ k.transpose(-1, -2) / head_dim**0.5
     hot = torch.randint(0, seq, (heads, 3), generator=g)
     logits.scatter_add_(-1, hot[:, None, :].expand(heads, seq, 3), torch.full((heads, seq, 3), 6.0))
     scale = torch.exp(0.5 * torch.randn(seq, 1, generator=g))
@@ -40,8 +42,17 @@ def synthetic_inputs(seq: int = 197, heads: int = 12, head_dim: int = 64, hidden
     out_idx = torch.rand(seq, mlp, generator=g) < 1e-3
     act[out_idx] = 8.0 * torch.sign(torch.randn(int(out_idx.sum()), generator=g))
     probs = torch.softmax(logits, -1)
-    return {"q": q, "k": k, "v": v, "logits": logits, "probs": probs, "hidden": hidden_states, "act": act,
-            "ln_weight": 1 + 0.1 * torch.randn(hidden, generator=g), "ln_bias": 0.1 * torch.randn(hidden, generator=g)}
+    return {
+        "q": q,
+        "k": k,
+        "v": v,
+        "logits": logits,
+        "probs": probs,
+        "hidden": hidden_states,
+        "act": act,
+        "ln_weight": 1 + 0.1 * torch.randn(hidden, generator=g),
+        "ln_bias": 0.1 * torch.randn(hidden, generator=g),
+    }
 
 
 def operator_cases(x: dict) -> dict[str, tuple[Callable, Callable]]:
@@ -51,21 +62,36 @@ def operator_cases(x: dict) -> dict[str, tuple[Callable, Callable]]:
         "QK^T (matmul)": (lambda **kw: ops.spiking_matmul(x["q"], kt, **kw), lambda: x["q"] @ kt),
         "attn V (matmul)": (lambda **kw: ops.spiking_matmul(x["probs"], x["v"], **kw), lambda: x["probs"] @ x["v"]),
         "softmax": (lambda **kw: ops.spiking_softmax(x["logits"], **kw), lambda: torch.softmax(x["logits"], -1)),
-        "softmax (causal)": (lambda **kw: ops.spiking_softmax(x["logits"], causal=True, **kw),
-                             lambda: torch.softmax(x["logits"].masked_fill(
-                                 torch.ones_like(x["logits"], dtype=torch.bool)[0].triu(1), float("-inf")), -1)),
-        "layer_norm": (lambda **kw: ops.spiking_layer_norm(x["hidden"], x["hidden"].shape[-1], x["ln_weight"],
-                                                           x["ln_bias"], 1e-6, **kw),
-                       lambda: torch.nn.functional.layer_norm(x["hidden"], (x["hidden"].shape[-1],), x["ln_weight"],
-                                                              x["ln_bias"], 1e-6)),
-        "rms_norm": (lambda **kw: ops.spiking_rms_norm(x["hidden"], x["ln_weight"], 1e-6, **kw),
-                     lambda: x["hidden"] * torch.rsqrt(x["hidden"].pow(2).mean(-1, keepdim=True) + 1e-6) * x["ln_weight"]),
-        "gelu": (lambda **kw: ops.spiking_activation("gelu", x["act"], **_act(kw)),
-                 lambda: torch.nn.functional.gelu(x["act"])),
-        "silu": (lambda **kw: ops.spiking_activation("silu", x["act"], **_act(kw)),
-                 lambda: torch.nn.functional.silu(x["act"])),
-        "product (elementwise)": (lambda **kw: ops.spiking_mul(x["act"], x["act"].flip(0), **kw),
-                                  lambda: x["act"] * x["act"].flip(0)),
+        "softmax (causal)": (
+            lambda **kw: ops.spiking_softmax(x["logits"], causal=True, **kw),
+            lambda: torch.softmax(
+                x["logits"].masked_fill(torch.ones_like(x["logits"], dtype=torch.bool)[0].triu(1), float("-inf")), -1
+            ),
+        ),
+        "layer_norm": (
+            lambda **kw: ops.spiking_layer_norm(
+                x["hidden"], x["hidden"].shape[-1], x["ln_weight"], x["ln_bias"], 1e-6, **kw
+            ),
+            lambda: torch.nn.functional.layer_norm(
+                x["hidden"], (x["hidden"].shape[-1],), x["ln_weight"], x["ln_bias"], 1e-6
+            ),
+        ),
+        "rms_norm": (
+            lambda **kw: ops.spiking_rms_norm(x["hidden"], x["ln_weight"], 1e-6, **kw),
+            lambda: x["hidden"] * torch.rsqrt(x["hidden"].pow(2).mean(-1, keepdim=True) + 1e-6) * x["ln_weight"],
+        ),
+        "gelu": (
+            lambda **kw: ops.spiking_activation("gelu", x["act"], **_act(kw)),
+            lambda: torch.nn.functional.gelu(x["act"]),
+        ),
+        "silu": (
+            lambda **kw: ops.spiking_activation("silu", x["act"], **_act(kw)),
+            lambda: torch.nn.functional.silu(x["act"]),
+        ),
+        "product (elementwise)": (
+            lambda **kw: ops.spiking_mul(x["act"], x["act"].flip(0), **kw),
+            lambda: x["act"] * x["act"].flip(0),
+        ),
     }
 
 
@@ -76,21 +102,32 @@ def _act(kw: dict) -> dict:
 def error_row(out: torch.Tensor, ref: torch.Tensor) -> dict:
     err = (out.double() - ref.double()).abs()
     scale = float(ref.abs().max())
-    return {"max_abs": float(err.max()), "mean_abs": float(err.mean()),
-            "max_rel_scale": float(err.max()) / scale, "mean_rel": float(err.mean()) / float(ref.abs().mean())}
+    return {
+        "max_abs": float(err.max()),
+        "mean_abs": float(err.mean()),
+        "max_rel_scale": float(err.max()) / scale,
+        "mean_rel": float(err.mean()) / float(ref.abs().mean()),
+    }
 
 
 def fs_neuron_set(timesteps: int, seed: int = 0, **fit_overrides) -> dict:
     """FS neurons (binary init, best FS recipe) for every function the operators use; the identity
     encoder's membrane starts at ``x + 1`` so it can encode signed operands."""
     names = ("identity", "exp2", "reciprocal", "rsqrt", "gelu", "silu")
-    return {n: fit_fs_neuron(n, timesteps=timesteps, seed=seed, shift=(n == "identity"), **fit_overrides).neuron
-            for n in names}
+    return {
+        n: fit_fs_neuron(n, timesteps=timesteps, seed=seed, shift=(n == "identity"), **fit_overrides).neuron
+        for n in names
+    }
 
 
-def operator_errors(timesteps: Sequence[int] = (8, 10, 12, 16), neuron_kinds: Sequence[str] = ("MBE", "FS"),
-                    inputs: dict | None = None, refine: int = 1, progress: bool = True,
-                    fs_fit: dict | None = None) -> pd.DataFrame:
+def operator_errors(
+    timesteps: Sequence[int] = (8, 10, 12, 16),
+    neuron_kinds: Sequence[str] = ("MBE", "FS"),
+    inputs: dict | None = None,
+    refine: int = 1,
+    progress: bool = True,
+    fs_fit: dict | None = None,
+) -> pd.DataFrame:
     """Error of every operator against its exact op, by T and neuron kind (MBE shipped tables at the
     paper's N, or FS neurons fitted now)."""
     x = inputs or synthetic_inputs()
@@ -110,11 +147,20 @@ def operator_errors(timesteps: Sequence[int] = (8, 10, 12, 16), neuron_kinds: Se
                 kw["refine"] = refine
             stats = ops.OpStats()
             with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # saturation is reported in the 'saturated' column instead
+                warnings.simplefilter("ignore")  # clamping is reported in the 'clamped' column instead
                 out = op(stats=stats, **kw)
-            rows.append({"operator": name, "neuron": kind, "timesteps": t, **error_row(out, refs[name]),
-                         "spikes": stats.total("spikes"), "sops": stats.total("sops"),
-                         "saturated": stats.total("saturated"), "inputs": SYNTHETIC_NOTE})
+            rows.append(
+                {
+                    "operator": name,
+                    "neuron": kind,
+                    "timesteps": t,
+                    **error_row(out, refs[name]),
+                    "spikes": stats.total("spikes"),
+                    "sops": stats.total("sops"),
+                    "clamped": stats.total("clamped"),
+                    "inputs": SYNTHETIC_NOTE,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -125,8 +171,14 @@ def softmax_row_sums(timesteps: Sequence[int] = (8, 10, 12, 16), inputs: dict | 
     for t in timesteps:
         for refine in (0, 1):
             p = ops.spiking_softmax(x["logits"], timesteps=t, refine=refine)
-            rows.append({"timesteps": t, "refine": refine, "max_row_sum_error": float((p.sum(-1) - 1).abs().max()),
-                         "max_abs_vs_torch": float((p - x["probs"]).abs().max())})
+            rows.append(
+                {
+                    "timesteps": t,
+                    "refine": refine,
+                    "max_row_sum_error": float((p.sum(-1) - 1).abs().max()),
+                    "max_abs_vs_torch": float((p - x["probs"]).abs().max()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -150,10 +202,18 @@ def event_vs_fused(timesteps: int = 16, inputs: dict | None = None, budget_mb: f
                 out = op(**kw)
             res[mode] = (out, time.perf_counter() - start, stats.total("sops"))
         scale = float(ref().abs().max())
-        rows.append({"operator": name, "timesteps": timesteps,
-                     "max_diff_over_scale": float((res["fused"][0] - res["event"][0]).abs().max()) / scale,
-                     "sops_fused": res["fused"][2], "sops_event": res["event"][2],
-                     "fused_seconds": res["fused"][1], "event_seconds": res["event"][1], "event_budget_mb": budget_mb})
+        rows.append(
+            {
+                "operator": name,
+                "timesteps": timesteps,
+                "max_diff_over_scale": float((res["fused"][0] - res["event"][0]).abs().max()) / scale,
+                "sops_fused": res["fused"][2],
+                "sops_event": res["event"][2],
+                "fused_seconds": res["fused"][1],
+                "event_seconds": res["event"][1],
+                "event_budget_mb": budget_mb,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -4,6 +4,7 @@ On CUDA tensors :class:`~mbe.neuron.base.SpikingNeuron` dispatches here automati
 installed. On a CPU the kernel only runs under ``TRITON_INTERPRET=1`` (set before Triton is first
 imported), which the tests use on small tensors; model-scale CPU work takes the torch path.
 """
+
 from __future__ import annotations
 
 import functools

@@ -18,6 +18,7 @@ H200 (67e12 / 256), about 65 % of the ~4e11 elements/s that bandwidth alone woul
 Block size and warps are autotuned per ``(N, T)`` over :data:`CONFIGS` (under ``TRITON_INTERPRET=1``,
 for correctness tests on CPU, a single config is used: the interpreter would run every one).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,21 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 
 @triton.autotune(configs=CONFIGS, key=["N", "T"])
 @triton.jit
-def _mbe_forward_kernel(x_ptr, out_ptr, count_ptr, d_ptr, r_ptr, vth_ptr, w_ptr, off_ptr, bias,
-                        n_elements, N: tl.constexpr, T: tl.constexpr, BLOCK: tl.constexpr):
+def _mbe_forward_kernel(
+    x_ptr,
+    out_ptr,
+    count_ptr,
+    d_ptr,
+    r_ptr,
+    vth_ptr,
+    w_ptr,
+    off_ptr,
+    bias,
+    n_elements,
+    N: tl.constexpr,
+    T: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     pid = tl.program_id(0)
     idx = pid * BLOCK + tl.arange(0, BLOCK)
     mask = idx < n_elements
@@ -76,9 +90,22 @@ def mbe_forward(x, d, r, vth, weight, bias, input_offset):
     offset = input_offset if input_offset is not None else torch.zeros(n_basis)
     n = xc.numel()
     if n:
+
         def grid(meta):
             return (triton.cdiv(n, meta["BLOCK"]),)
 
-        _mbe_forward_kernel[grid](xc, out, count, table(d), table(r), table(vth), table(weight),
-                                  table(offset), float(bias), n, N=n_basis, T=timesteps)
+        _mbe_forward_kernel[grid](
+            xc,
+            out,
+            count,
+            table(d),
+            table(r),
+            table(vth),
+            table(weight),
+            table(offset),
+            float(bias),
+            n,
+            N=n_basis,
+            T=timesteps,
+        )
     return out.reshape(x.shape).to(x.dtype), count.reshape(x.shape).to(x.dtype)

@@ -1,10 +1,20 @@
 """Spiking neurons: the pure dynamics (:mod:`.functional`) and thin module wrappers."""
-from .base import DomainWarning, NeuronStats, SpikingNeuron
+
+from .base import DomainWarning, SpikingNeuron
 from .fs import FSNeuron, FSParameters
 from .functional import NeuronOutput, SigmoidSurrogate, exponential_kernel, heaviside, simulate
 from .mbe import MBENeuron, MBEParameters
 
 __all__ = [
-    "DomainWarning", "NeuronStats", "SpikingNeuron", "FSNeuron", "FSParameters", "NeuronOutput",
-    "SigmoidSurrogate", "exponential_kernel", "heaviside", "simulate", "MBENeuron", "MBEParameters",
+    "DomainWarning",
+    "SpikingNeuron",
+    "FSNeuron",
+    "FSParameters",
+    "NeuronOutput",
+    "SigmoidSurrogate",
+    "exponential_kernel",
+    "heaviside",
+    "simulate",
+    "MBENeuron",
+    "MBEParameters",
 ]

@@ -4,14 +4,15 @@ The dynamics themselves live in :mod:`mbe.neuron.functional`; subclasses only sa
 their stored parameters into kernels ``d, r, vth [N, T]``, a readout ``weight [N]``, a ``bias`` and
 per-basis ``input_offset [N]``.
 """
+
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
 
+from ..stats import SpikeStats
 from .compiled import compiled_readout
 from .functional import NeuronOutput, check_finite, clamp_to_domain, simulate
 
@@ -20,31 +21,6 @@ BACKENDS = ("auto", "torch", "triton")
 
 class DomainWarning(UserWarning):
     """Inputs fell outside a neuron's fitted domain and were clamped."""
-
-
-@dataclass
-class NeuronStats:
-    """Running totals since construction or :meth:`SpikingNeuron.reset_stats`.
-
-    ``firing_rate = spikes / (elements * N * T)``.
-    """
-
-    calls: int = 0
-    elements: int = 0
-    spikes: int = 0
-    clamped: int = 0
-    n_basis: int = 1
-    timesteps: int = 1
-
-    @property
-    def firing_rate(self) -> float:
-        slots = self.elements * self.n_basis * self.timesteps
-        return self.spikes / slots if slots else 0.0
-
-    def as_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["firing_rate"] = self.firing_rate
-        return d
 
 
 def validate_domain(domain) -> tuple[float, float]:
@@ -85,7 +61,7 @@ class SpikingNeuron(nn.Module):
         self.domain = validate_domain(domain)
         self.backend = backend
         self._warned = False
-        self.stats = NeuronStats()
+        self.stats = SpikeStats(self.function)
 
     # --- subclasses provide these -------------------------------------------------------------
     @property
@@ -106,7 +82,7 @@ class SpikingNeuron(nn.Module):
 
     # --- shared behaviour ---------------------------------------------------------------------
     def reset_stats(self) -> None:
-        self.stats = NeuronStats(n_basis=self.n_basis, timesteps=self.timesteps)
+        self.stats = SpikeStats(self.function, self.n_basis, self.timesteps)
 
     def _use_triton(self, x: Tensor) -> bool:
         if self.backend == "torch":
@@ -154,7 +130,6 @@ class SpikingNeuron(nn.Module):
         """
         res, outside = self.evaluate(x, return_spikes=return_spikes)
         if outside:
-            self.stats.clamped += outside
             if not self._warned:
                 self._warned = True
                 warnings.warn(
@@ -164,10 +139,8 @@ class SpikingNeuron(nn.Module):
                     DomainWarning,
                     stacklevel=3,
                 )
-        self.stats.calls += 1
-        self.stats.elements += x.numel()
-        self.stats.spikes += int(res.spike_counts.sum(dtype=torch.float64))
         self.stats.n_basis, self.stats.timesteps = self.n_basis, self.timesteps
+        self.stats.record(elements=x.numel(), spikes=int(res.spike_counts.sum(dtype=torch.float64)), clamped=outside)
         if not return_counts:
             res.spike_counts = None
         return res

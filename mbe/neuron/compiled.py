@@ -15,6 +15,7 @@ on-disk cache makes later processes faster). If compiling fails (no C++ compiler
 an unsupported platform) the path warns once and falls back to eager for the rest of the process.
 Set ``MBE_COMPILE=0`` to turn it off.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,13 +59,18 @@ def pad_to_bucket(d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, input_offse
     if (nb, tb) == (n, t):
         return d, r, vth, weight, input_offset
     grow = (0, tb - t, 0, nb - n)  # (last dim: after, first dim: after)
-    return (torch.nn.functional.pad(d, grow), torch.nn.functional.pad(r, grow),
-            torch.nn.functional.pad(vth, grow, value=float("inf")),
-            torch.nn.functional.pad(weight, (0, nb - n)), torch.nn.functional.pad(input_offset, (0, nb - n)))
+    return (
+        torch.nn.functional.pad(d, grow),
+        torch.nn.functional.pad(r, grow),
+        torch.nn.functional.pad(vth, grow, value=float("inf")),
+        torch.nn.functional.pad(weight, (0, nb - n)),
+        torch.nn.functional.pad(input_offset, (0, nb - n)),
+    )
 
 
-def compiled_readout(x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor,
-                     input_offset: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+def compiled_readout(
+    x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor, input_offset: Optional[Tensor] = None
+) -> tuple[Tensor, Tensor]:
     """:func:`readout` through ``torch.compile`` (same contract), eager when disabled or on failure."""
     global _failed
     if not compile_enabled() or x.numel() < MIN_ELEMENTS or x.is_cuda:
@@ -77,7 +83,11 @@ def compiled_readout(x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tenso
             out, counts = _fn()(flat, d, r, vth, weight, bias, offset)
     except Exception as exc:  # compiler missing or broken: keep working, eagerly
         _failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        warnings.warn(f"mbe: torch.compile of the neuron readout failed ({_failed}); using the eager path "
-                      f"(slower, same results). Set MBE_COMPILE=0 to skip the attempt.", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"mbe: torch.compile of the neuron readout failed ({_failed}); using the eager path "
+            f"(slower, same results). Set MBE_COMPILE=0 to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return readout(x, d, r, vth, weight, bias, input_offset)
     return out.view(x.shape), counts.view(x.shape)

@@ -11,6 +11,7 @@ shift the input by the domain's low end (a constant, so exact), see :mod:`mbe.fi
 Binary initialisation: :math:`V^{th}[t] = r[t] = R\,2^{-(t+1)}` for an input range :math:`R`
 and :math:`d[t] = D\,2^{-(t+1)}` for an output range :math:`D`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -61,8 +62,9 @@ class FSParameters:
         return FSParameters(**{f.name: getattr(self, f.name).detach().clone() for f in fields(self)})
 
     @classmethod
-    def binary(cls, timesteps: int, in_range: float, out_range: float, input_offset: float = 0.0,
-               bias: float = 0.0) -> "FSParameters":
+    def binary(
+        cls, timesteps: int, in_range: float, out_range: float, input_offset: float = 0.0, bias: float = 0.0
+    ) -> "FSParameters":
         """Binary initialisation: thresholds and resets halve each step (a T-bit code of ``in_range``)."""
         validate_counts(1, timesteps)
         halves = torch.pow(2.0, -torch.arange(1, timesteps + 1, dtype=torch.float64))
@@ -75,16 +77,27 @@ class FSParameters:
         )
 
     @classmethod
-    def random(cls, timesteps: int, in_range: float, out_range: float, input_offset: float = 0.0,
-               generator: torch.Generator | None = None) -> "FSParameters":
+    def random(
+        cls,
+        timesteps: int,
+        in_range: float,
+        out_range: float,
+        input_offset: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> "FSParameters":
         """Random initialisation: each value uniform in (0, range/2] (the baseline binary init beats)."""
         validate_counts(1, timesteps)
 
         def draw(scale):
             return (torch.rand(timesteps, generator=generator, dtype=torch.float64) * scale / 2).float()
 
-        return cls(d=draw(out_range), r=draw(in_range), vth=draw(in_range), bias=torch.tensor(0.0),
-                   input_offset=torch.tensor(float(input_offset)))
+        return cls(
+            d=draw(out_range),
+            r=draw(in_range),
+            vth=draw(in_range),
+            bias=torch.tensor(0.0),
+            input_offset=torch.tensor(float(input_offset)),
+        )
 
 
 class FSNeuron(SpikingNeuron):
@@ -95,8 +108,7 @@ class FSNeuron(SpikingNeuron):
         function, domain, backend: see :class:`~mbe.neuron.base.SpikingNeuron`.
     """
 
-    def __init__(self, params: FSParameters, function: str = "custom", domain=(-1.0, 1.0),
-                 backend: str = "auto"):
+    def __init__(self, params: FSParameters, function: str = "custom", domain=(-1.0, 1.0), backend: str = "auto"):
         super().__init__(function, domain, backend)
         for f in fields(params):
             self.register_buffer(f.name, getattr(params, f.name).detach().clone())

@@ -19,6 +19,7 @@ with :math:`H(v) = 1` for :math:`v \ge 0` and 0 otherwise. The Few-Spikes (FS) n
 special case :math:`N = 1` with free per-step values :math:`d[t], r[t], V^{th}[t]`; so one
 function, :func:`simulate`, runs both, given the kernels ``d, r, vth`` of shape ``[N, T]``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -150,8 +151,7 @@ def simulate(
     """
     if d.shape != r.shape or d.shape != vth.shape or d.dim() != 2:
         raise ValueError(
-            f"kernels d, r, vth must share one [N, T] shape, got {tuple(d.shape)}, "
-            f"{tuple(r.shape)}, {tuple(vth.shape)}"
+            f"kernels d, r, vth must share one [N, T] shape, got {tuple(d.shape)}, {tuple(r.shape)}, {tuple(vth.shape)}"
         )
     n_basis, timesteps = d.shape
     if weight.shape != (n_basis,):
@@ -186,8 +186,15 @@ def simulate(
     )
 
 
-def readout(x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor | float = 0.0,
-            input_offset: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+def readout(
+    x: Tensor,
+    d: Tensor,
+    r: Tensor,
+    vth: Tensor,
+    weight: Tensor,
+    bias: Tensor | float = 0.0,
+    input_offset: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
     """Inference only: decoded output and spike counts, one basis at a time, in memory O(input).
 
     The same arithmetic as :func:`simulate` with ``heaviside`` (``u + (-r) s`` rounds like ``u - r s``
@@ -215,8 +222,15 @@ def readout(x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: 
     return out, counts
 
 
-def trace(x: float, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor | float = 0.0,
-          input_offset: Optional[Tensor] = None) -> dict:
+def trace(
+    x: float,
+    d: Tensor,
+    r: Tensor,
+    vth: Tensor,
+    weight: Tensor,
+    bias: Tensor | float = 0.0,
+    input_offset: Optional[Tensor] = None,
+) -> dict:
     """Every state of the neuron for one scalar input, for teaching and plots.
 
     Returns ``[N, T]`` tensors ``membrane`` (:math:`u_n[t]` before step t's spike), ``threshold``
@@ -238,12 +252,19 @@ def trace(x: float, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Ten
     out = torch.zeros((), dtype=d.dtype) + bias
     for n in range(n_basis):
         out = out + weight[n] * o[n]
-    return {"membrane": membrane, "threshold": vth.detach().clone(), "spike": spike, "readout": readout_,
-            "output": float(out)}
+    return {
+        "membrane": membrane,
+        "threshold": vth.detach().clone(),
+        "spike": spike,
+        "readout": readout_,
+        "output": float(out),
+    }
 
 
 def check_finite(x: Tensor, what: str) -> None:
-    """Raise ``ValueError`` naming ``what`` if ``x`` holds NaN or +-inf."""
+    """Raise ``ValueError`` naming ``what`` if ``x`` holds NaN or +-inf (``TypeError`` if it is not a float tensor)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what}: input must be a torch.Tensor, got {type(x).__name__}")
     if not torch.is_floating_point(x):
         raise TypeError(f"{what}: expected a floating-point tensor, got dtype {x.dtype}")
     finite = torch.isfinite(x)

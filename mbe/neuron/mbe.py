@@ -12,6 +12,7 @@ The paper learns :math:`\tau^d, \tau^r, \tau^{th}, \Delta t, w` (5N values) with
 :math:`\alpha` and no offset or bias; the project's recipe may also learn per-basis levels,
 offsets and the bias (see :mod:`mbe.fitting`). Dynamics: :func:`mbe.neuron.functional.simulate`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -101,8 +102,9 @@ class MBENeuron(SpikingNeuron):
         >>> y = neuron(torch.linspace(-4, 4, 9))
     """
 
-    def __init__(self, params: MBEParameters, timesteps: int, function: str = "custom",
-                 domain=(-1.0, 1.0), backend: str = "auto"):
+    def __init__(
+        self, params: MBEParameters, timesteps: int, function: str = "custom", domain=(-1.0, 1.0), backend: str = "auto"
+    ):
         super().__init__(function, domain, backend)
         validate_counts(params.n_basis, timesteps)
         self._timesteps = int(timesteps)

@@ -4,14 +4,31 @@
 ``spiking_softmax`` (Eq. 13); ``spiking_layer_norm``, ``spiking_rms_norm``; ``spiking_activation``,
 ``spiking_swiglu``; ``spiking_max_pool2d`` (CNNs). Statistics go into an :class:`OpStats` the caller passes.
 """
+
+from ..stats import OpStats, SpikeStats
 from .encoding import MODES, encode, site_neuron
-from .nonlinear import (spiking_activation, spiking_layer_norm, spiking_max_pool2d, spiking_rms_norm,
-                        spiking_softmax, spiking_swiglu)
+from .nonlinear import (
+    spiking_activation,
+    spiking_layer_norm,
+    spiking_max_pool2d,
+    spiking_rms_norm,
+    spiking_softmax,
+    spiking_swiglu,
+)
 from .products import spiking_matmul, spiking_mul
-from .stats import OpStats, SiteCounts
 
 __all__ = [
-    "MODES", "encode", "site_neuron", "spiking_activation", "spiking_layer_norm", "spiking_max_pool2d",
+    "MODES",
+    "encode",
+    "site_neuron",
+    "spiking_activation",
+    "spiking_layer_norm",
+    "spiking_max_pool2d",
     "spiking_rms_norm",
-    "spiking_softmax", "spiking_swiglu", "spiking_matmul", "spiking_mul", "OpStats", "SiteCounts",
+    "spiking_softmax",
+    "spiking_swiglu",
+    "spiking_matmul",
+    "spiking_mul",
+    "OpStats",
+    "SpikeStats",
 ]

@@ -10,6 +10,7 @@ with :math:`S_k` the binary spike of slot :math:`k = (n, t)`. Products of two en
 then sums over spike pairs with intensities :math:`D^a_k D^b_j` (paper Eq. 9-12), see
 :mod:`mbe.ops.products`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,12 +21,11 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor
 
-from ..neuron.base import DomainWarning
+from ..neuron.base import DomainWarning, SpikingNeuron, validate_counts
 from ..neuron.functional import check_finite
-from ..neuron.base import SpikingNeuron
 from ..neuron.mbe import MBENeuron
+from ..stats import OpStats
 from ..tables import get_neuron
-from .stats import OpStats
 
 MODES = ("fused", "event")
 Range = Optional[tuple[float, float]]
@@ -37,8 +37,9 @@ def site_neuron(function: str, timesteps: int, n_basis: Optional[int] = None) ->
     return get_neuron(function, n_basis=n_basis, timesteps=timesteps)
 
 
-def pick_neuron(function: str, timesteps: int, n_basis: Optional[int] = None,
-                neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> SpikingNeuron:
+def pick_neuron(
+    function: str, timesteps: int, n_basis: Optional[int] = None, neurons: Optional[Mapping[str, SpikingNeuron]] = None
+) -> SpikingNeuron:
     """``neurons[function]`` when the caller supplies one (e.g. FS neurons for a comparison), else the
     shipped MBE table for ``(function, n_basis, timesteps)``."""
     if neurons is not None and function in neurons:
@@ -52,6 +53,12 @@ def pick_neuron(function: str, timesteps: int, n_basis: Optional[int] = None,
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def check_args(mode: str, timesteps: int, n_basis: Optional[int]) -> None:
+    """Every operator's common arguments: ``mode``, ``timesteps`` and (when given) ``n_basis``."""
+    check_mode(mode)
+    validate_counts(1 if n_basis is None else n_basis, timesteps)
 
 
 def resolve_range(x: Tensor, given: Range, what: str) -> tuple[float, float]:
@@ -76,21 +83,39 @@ def resolve_range(x: Tensor, given: Range, what: str) -> tuple[float, float]:
 def warn_saturation(what: str, count: int, rng) -> None:
     if count:
         rng = tuple(round(float(v), 6) for v in rng)
-        warnings.warn(f"{what}: {count} input(s) fell outside the encoding range {rng} and were clamped "
-                      f"(counted as saturated in the op statistics); recalibrate the range if they matter.",
-                      DomainWarning, stacklevel=4)
+        warnings.warn(
+            f"{what}: {count} input(s) fell outside the encoding range {rng} and were clamped "
+            f"(counted as clamped in the op statistics); recalibrate the range if they matter.",
+            DomainWarning,
+            stacklevel=4,
+        )
 
 
-def run_site_neuron(x: Tensor, function: str, timesteps: int, *, n_basis: Optional[int] = None,
-                    key: str, stats: Optional[OpStats], return_spikes: bool = False,
-                    neurons: Optional[Mapping[str, SpikingNeuron]] = None):
+def run_site_neuron(
+    x: Tensor,
+    function: str,
+    timesteps: int,
+    *,
+    n_basis: Optional[int] = None,
+    key: str,
+    stats: Optional[OpStats],
+    return_spikes: bool = False,
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+):
     """Evaluate a fitted neuron at a site, recording spikes and clamped inputs under ``key``."""
     neuron = pick_neuron(function, timesteps, n_basis, neurons)
     res, clamped = neuron.evaluate(x, return_spikes=return_spikes)
     warn_saturation(key, clamped, neuron.domain)
     if stats is not None:
-        stats.add(key, neuron=function, n_basis=neuron.n_basis, timesteps=timesteps, elements=x.numel(),
-                  spikes=int(res.spike_counts.sum(dtype=torch.float64)), saturated=clamped)
+        stats.add(
+            key,
+            function=function,
+            n_basis=neuron.n_basis,
+            timesteps=timesteps,
+            elements=x.numel(),
+            spikes=int(res.spike_counts.sum(dtype=torch.float64)),
+            clamped=clamped,
+        )
     return res
 
 
@@ -104,7 +129,7 @@ class Encoded:
         const: :math:`A_0` (scalar tensor; shaped like the input with ``silent_zeros``).
         intensity: :math:`D_k`, ``[K]`` with ``K = N * T`` (slot order ``n * T + t``).
         spikes: ``[K, ...]`` binary spike trains, only when requested.
-        saturated: inputs clamped at the range.
+        clamped: inputs clamped at the range.
     """
 
     decoded: Tensor
@@ -112,12 +137,19 @@ class Encoded:
     const: Tensor
     intensity: Tensor
     spikes: Optional[Tensor]
-    saturated: int
+    clamped: int
 
 
-def encode(x: Tensor, rng: tuple[float, float], timesteps: int, *, n_basis: Optional[int] = None,
-           return_spikes: bool = False, neurons: Optional[Mapping[str, SpikingNeuron]] = None,
-           silent_zeros: bool = False) -> Encoded:
+def encode(
+    x: Tensor,
+    rng: tuple[float, float],
+    timesteps: int,
+    *,
+    n_basis: Optional[int] = None,
+    return_spikes: bool = False,
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+    silent_zeros: bool = False,
+) -> Encoded:
     """Encode ``x`` over ``rng`` with the identity neuron (see the module docstring).
 
     The encoding runs in float64 whatever ``x``'s dtype: decoded values, intensities and spikes are
@@ -133,7 +165,7 @@ def encode(x: Tensor, rng: tuple[float, float], timesteps: int, *, n_basis: Opti
     lo, hi = rng
     mid, half = (lo + hi) / 2, (hi - lo) / 2
     z = (x.double() - mid) / half
-    res, saturated = neuron.evaluate(z, return_spikes=return_spikes)
+    res, clamped = neuron.evaluate(z, return_spikes=return_spikes)
     weight, bias, _ = neuron.readout()
     d, _, _ = neuron.kernels()
     dtype = res.output.dtype
@@ -144,5 +176,4 @@ def encode(x: Tensor, rng: tuple[float, float], timesteps: int, *, n_basis: Opti
         keep = (x != 0).to(dtype)
         decoded, counts, const = decoded * keep, counts * keep, const * keep
         spikes = spikes * keep if spikes is not None else None
-    return Encoded(decoded=decoded, counts=counts, const=const, intensity=intensity, spikes=spikes,
-                   saturated=saturated)
+    return Encoded(decoded=decoded, counts=counts, const=const, intensity=intensity, spikes=spikes, clamped=clamped)

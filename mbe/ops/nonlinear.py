@@ -17,6 +17,7 @@ of two so its largest magnitude is in [0.5, 1)); :math:`\sigma^2 = \tfrac1n \sum
 :math:`(x - \mu)/\sigma = \big((x-\mu) \otimes \mathrm{rsqrt}(M)\big) 2^{-E/2}`; then :math:`\gamma, \beta`
 as constants. RMSNorm is the same without the mean.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,9 @@ from torch import Tensor
 from ..functions import get_function
 from ..neuron.base import SpikingNeuron
 from ..neuron.functional import check_finite
-from .encoding import Range, check_mode, resolve_range, run_site_neuron
+from ..stats import OpStats
+from .encoding import Range, check_args, resolve_range, run_site_neuron
 from .products import DEFAULT_BUDGET_MB, spiking_mul
-from .stats import OpStats
 
 LOG2E = 1.0 / math.log(2.0)
 #: encoding range for a mantissa in [1, 2] (with a margin for the neurons' own approximation error)
@@ -53,8 +54,7 @@ def refine_reciprocal(m: Tensor, r: Tensor, steps: int, **product_kw) -> Tensor:
     name = product_kw.pop("name")
     for i in range(steps):
         mr = spiking_mul(m, r, ranges=(HALF_TO_ONE_RANGE, MANTISSA_RANGE), name=f"{name}.newton{i}.mr", **product_kw)
-        r = spiking_mul(r, 2.0 - mr, ranges=(MANTISSA_RANGE, NEAR_ONE_RANGE), name=f"{name}.newton{i}.r",
-                        **product_kw)
+        r = spiking_mul(r, 2.0 - mr, ranges=(MANTISSA_RANGE, NEAR_ONE_RANGE), name=f"{name}.newton{i}.r", **product_kw)
     return r
 
 
@@ -63,10 +63,12 @@ def refine_rsqrt(m: Tensor, y: Tensor, steps: int, **product_kw) -> Tensor:
     name = product_kw.pop("name")
     for i in range(steps):
         y2 = spiking_mul(y, y, ranges=(RSQRT_RANGE, RSQRT_RANGE), name=f"{name}.newton{i}.y2", **product_kw)
-        my2 = spiking_mul(m, y2, ranges=(HALF_TO_TWO_RANGE, HALF_TO_TWO_RANGE), name=f"{name}.newton{i}.my2",
-                          **product_kw)
-        y = spiking_mul(y, 1.5 - 0.5 * my2, ranges=(RSQRT_RANGE, NEAR_ONE_RANGE), name=f"{name}.newton{i}.y",
-                        **product_kw)
+        my2 = spiking_mul(
+            m, y2, ranges=(HALF_TO_TWO_RANGE, HALF_TO_TWO_RANGE), name=f"{name}.newton{i}.my2", **product_kw
+        )
+        y = spiking_mul(
+            y, 1.5 - 0.5 * my2, ranges=(RSQRT_RANGE, NEAR_ONE_RANGE), name=f"{name}.newton{i}.y", **product_kw
+        )
     return y
 
 
@@ -81,8 +83,9 @@ def _masked_positions(x: Tensor, mask: Optional[Tensor], causal: bool) -> Option
         try:
             masked = torch.broadcast_to(m, x.shape)
         except RuntimeError:
-            raise ValueError(f"softmax: mask of shape {tuple(mask.shape)} does not broadcast to the input "
-                             f"{tuple(x.shape)}") from None
+            raise ValueError(
+                f"softmax: mask of shape {tuple(mask.shape)} does not broadcast to the input {tuple(x.shape)}"
+            ) from None
     if causal:
         q, k = x.shape[-2], x.shape[-1]
         upper = torch.ones(q, k, dtype=torch.bool, device=x.device).triu(1 + k - q)
@@ -93,10 +96,21 @@ def _masked_positions(x: Tensor, mask: Optional[Tensor], causal: bool) -> Option
     return masked
 
 
-def spiking_softmax(x: Tensor, dim: int = -1, mask: Optional[Tensor] = None, *, causal: bool = False,
-                    timesteps: int = 16, mode: str = "fused", n_basis: Optional[int] = None,
-                    stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
-                    refine: int = 1, name: str = "softmax", neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+def spiking_softmax(
+    x: Tensor,
+    dim: int = -1,
+    mask: Optional[Tensor] = None,
+    *,
+    causal: bool = False,
+    timesteps: int = 16,
+    mode: str = "fused",
+    n_basis: Optional[int] = None,
+    stats: Optional[OpStats] = None,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+    refine: int = 1,
+    name: str = "softmax",
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+) -> Tensor:
     """Spiking softmax over ``dim`` (module docstring has the equations).
 
     Args:
@@ -113,16 +127,17 @@ def spiking_softmax(x: Tensor, dim: int = -1, mask: Optional[Tensor] = None, *, 
         probabilities shaped like ``x``; masked positions are exactly 0, and a row with every
         position masked is all zeros (``torch.softmax`` would give NaN).
     """
-    check_mode(mode)
+    check_args(mode, timesteps, n_basis)
     if torch.isnan(x).any() or torch.isposinf(x).any():
         check_finite(torch.where(torch.isneginf(x), torch.zeros_like(x), x), name)
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"{name}: dim {dim} is out of range for an input of shape {tuple(x.shape)}")
     moved = dim not in (-1, x.dim() - 1)
     if moved:
         x = x.movedim(dim, -1)
         mask = mask.movedim(dim, -1) if mask is not None and mask.dim() == x.dim() else mask
     if mask is not None and mask.dtype != torch.bool:
-        check_finite(torch.where(mask <= torch.finfo(mask.dtype).min / 2, torch.zeros_like(mask), mask),
-                     f"{name} mask")
+        check_finite(torch.where(mask <= torch.finfo(mask.dtype).min / 2, torch.zeros_like(mask), mask), f"{name} mask")
     masked = _masked_positions(x, mask, causal)
     logits = x
     if mask is not None and mask.dtype != torch.bool:
@@ -136,8 +151,9 @@ def spiking_softmax(x: Tensor, dim: int = -1, mask: Optional[Tensor] = None, *, 
     k = torch.floor(y)
     frac = (y - k).clamp(0.0, 1.0)
     # masked entries have k = -10000, so 2^f * 2^k is exactly 0 in the sum; their product is zeroed below
-    p = run_site_neuron(frac, "exp2", timesteps, n_basis=n_basis, key=f"{name}.exp2", stats=stats,
-                        neurons=neurons).output
+    p = run_site_neuron(
+        frac, "exp2", timesteps, n_basis=n_basis, key=f"{name}.exp2", stats=stats, neurons=neurons
+    ).output
     e = torch.ldexp(p, k)
     if masked is not None:
         e = e.masked_fill(masked, 0.0)
@@ -145,12 +161,31 @@ def spiking_softmax(x: Tensor, dim: int = -1, mask: Optional[Tensor] = None, *, 
     mant, expo = torch.frexp(total)
     empty = total == 0
     mant = torch.where(empty, torch.full_like(mant, 0.5), mant)
-    inv_m = run_site_neuron(mant, "reciprocal", timesteps, n_basis=n_basis, key=f"{name}.reciprocal",
-                            stats=stats, neurons=neurons).output
-    inv_m = refine_reciprocal(mant, inv_m, refine, timesteps=timesteps, mode=mode, stats=stats,
-                              budget_mb=budget_mb, name=f"{name}.reciprocal", neurons=neurons)
-    prod = spiking_mul(p, inv_m, timesteps=timesteps, mode=mode, ranges=(MANTISSA_RANGE, MANTISSA_RANGE),
-                       stats=stats, budget_mb=budget_mb, name=f"{name}.product", neurons=neurons)
+    inv_m = run_site_neuron(
+        mant, "reciprocal", timesteps, n_basis=n_basis, key=f"{name}.reciprocal", stats=stats, neurons=neurons
+    ).output
+    inv_m = refine_reciprocal(
+        mant,
+        inv_m,
+        refine,
+        timesteps=timesteps,
+        mode=mode,
+        stats=stats,
+        budget_mb=budget_mb,
+        name=f"{name}.reciprocal",
+        neurons=neurons,
+    )
+    prod = spiking_mul(
+        p,
+        inv_m,
+        timesteps=timesteps,
+        mode=mode,
+        ranges=(MANTISSA_RANGE, MANTISSA_RANGE),
+        stats=stats,
+        budget_mb=budget_mb,
+        name=f"{name}.product",
+        neurons=neurons,
+    )
     out = torch.ldexp(prod, k - expo)
     if masked is not None:
         out = out.masked_fill(masked, 0.0)
@@ -158,24 +193,25 @@ def spiking_softmax(x: Tensor, dim: int = -1, mask: Optional[Tensor] = None, *, 
     return out.movedim(-1, dim) if moved else out
 
 
-def _even_exponent_rsqrt(v: Tensor, timesteps: int, n_basis, key: str, stats, refine: int, mode: str,
-                         budget_mb: float, neurons) -> tuple[Tensor, Tensor]:
+def _even_exponent_rsqrt(
+    v: Tensor, timesteps: int, n_basis, key: str, stats, refine: int, mode: str, budget_mb: float, neurons
+) -> tuple[Tensor, Tensor]:
     """``v = M 2^E`` with E even and ``M`` in [0.5, 2); returns (rsqrt(M) by the neuron, E / 2)."""
     mant, expo = torch.frexp(v)
     odd = (expo % 2) != 0
     mant = torch.where(odd, mant * 2, mant)
     expo = torch.where(odd, expo - 1, expo)
     rs = run_site_neuron(mant, "rsqrt", timesteps, n_basis=n_basis, key=key, stats=stats, neurons=neurons).output
-    rs = refine_rsqrt(mant, rs, refine, timesteps=timesteps, mode=mode, stats=stats, budget_mb=budget_mb, name=key,
-                      neurons=neurons)
+    rs = refine_rsqrt(
+        mant, rs, refine, timesteps=timesteps, mode=mode, stats=stats, budget_mb=budget_mb, name=key, neurons=neurons
+    )
     return rs, expo // 2
 
 
 def _norm_dims(x: Tensor, normalized_shape, what: str) -> tuple[int, ...]:
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if len(shape) == 0 or tuple(x.shape[-len(shape):]) != shape:
-        raise ValueError(f"{what}: normalized_shape {shape} does not match the trailing dims of input "
-                         f"{tuple(x.shape)}")
+    if len(shape) == 0 or tuple(x.shape[-len(shape) :]) != shape:
+        raise ValueError(f"{what}: normalized_shape {shape} does not match the trailing dims of input {tuple(x.shape)}")
     return tuple(range(-len(shape), 0))
 
 
@@ -186,8 +222,18 @@ def _symmetric(x: Tensor, given: Range, what: str) -> tuple[float, float]:
     return resolve_range(x, (-bound, bound), what)
 
 
-def _spiking_normalize(v: Tensor, dims: tuple[int, ...], eps: float, rng_given: Range, row_scaling: bool,
-                       timesteps: int, n_basis, refine: int, name: str, **kw) -> Tensor:
+def _spiking_normalize(
+    v: Tensor,
+    dims: tuple[int, ...],
+    eps: float,
+    rng_given: Range,
+    row_scaling: bool,
+    timesteps: int,
+    n_basis,
+    refine: int,
+    name: str,
+    **kw,
+) -> Tensor:
     """``v / sqrt(mean(v^2) + eps)`` over ``dims`` with spiking squares, rsqrt and product.
 
     With ``row_scaling`` each row is first shifted by a power of two so its largest magnitude lies in
@@ -205,20 +251,38 @@ def _spiking_normalize(v: Tensor, dims: tuple[int, ...], eps: float, rng_given: 
         rng = _symmetric(v, rng_given, f"{name}.input")
     stats, mode, budget_mb, neurons = kw["stats"], kw["mode"], kw["budget_mb"], kw["neurons"]
     # float64 from the squares to the rsqrt neuron, so event and fused feed it the same number
-    mean_sq = spiking_mul(v, v, ranges=(rng, rng), name=f"{name}.square", timesteps=timesteps,
-                          out_dtype=torch.float64, **kw).mean(dims, keepdim=True)
-    rs, half_e = _even_exponent_rsqrt(mean_sq + eps_row, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode,
-                                      budget_mb, neurons)
-    return torch.ldexp(spiking_mul(v, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", timesteps=timesteps,
-                                   out_dtype=v.dtype, **kw), -half_e)
+    mean_sq = spiking_mul(
+        v, v, ranges=(rng, rng), name=f"{name}.square", timesteps=timesteps, out_dtype=torch.float64, **kw
+    ).mean(dims, keepdim=True)
+    rs, half_e = _even_exponent_rsqrt(
+        mean_sq + eps_row, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode, budget_mb, neurons
+    )
+    return torch.ldexp(
+        spiking_mul(
+            v, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", timesteps=timesteps, out_dtype=v.dtype, **kw
+        ),
+        -half_e,
+    )
 
 
-def spiking_layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], weight: Optional[Tensor] = None,
-                       bias: Optional[Tensor] = None, eps: float = 1e-5, *, timesteps: int = 16,
-                       mode: str = "fused", centered_range: Range = None, row_scaling: bool = True,
-                       n_basis: Optional[int] = None, stats: Optional[OpStats] = None,
-                       budget_mb: float = DEFAULT_BUDGET_MB, refine: int = 1, name: str = "layer_norm",
-                       neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+def spiking_layer_norm(
+    x: Tensor,
+    normalized_shape: Union[int, Sequence[int]],
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+    *,
+    timesteps: int = 16,
+    mode: str = "fused",
+    centered_range: Range = None,
+    row_scaling: bool = True,
+    n_basis: Optional[int] = None,
+    stats: Optional[OpStats] = None,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+    refine: int = 1,
+    name: str = "layer_norm",
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+) -> Tensor:
     r"""Spiking LayerNorm (module docstring); returns a tensor shaped like ``x``.
 
     Args:
@@ -230,12 +294,25 @@ def spiking_layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], w
         refine: Newton steps on the rsqrt neuron (three spiking products per row each; ``0`` = the paper).
         timesteps, mode, n_basis, stats, budget_mb, neurons: as for the other operators.
     """
-    check_mode(mode)
+    check_args(mode, timesteps, n_basis)
     check_finite(x, name)
     dims = _norm_dims(x, normalized_shape, name)
     xc = x - x.mean(dims, keepdim=True)
-    y = _spiking_normalize(xc, dims, eps, centered_range, row_scaling, timesteps, n_basis, refine, name,
-                           mode=mode, stats=stats, budget_mb=budget_mb, neurons=neurons)
+    y = _spiking_normalize(
+        xc,
+        dims,
+        eps,
+        centered_range,
+        row_scaling,
+        timesteps,
+        n_basis,
+        refine,
+        name,
+        mode=mode,
+        stats=stats,
+        budget_mb=budget_mb,
+        neurons=neurons,
+    )
     if weight is not None:
         y = y * weight
     if bias is not None:
@@ -243,46 +320,86 @@ def spiking_layer_norm(x: Tensor, normalized_shape: Union[int, Sequence[int]], w
     return y
 
 
-def spiking_rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6, *, timesteps: int = 16,
-                     mode: str = "fused", input_range: Range = None, row_scaling: bool = True,
-                     n_basis: Optional[int] = None, stats: Optional[OpStats] = None,
-                     budget_mb: float = DEFAULT_BUDGET_MB, refine: int = 1, name: str = "rms_norm",
-                     neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+def spiking_rms_norm(
+    x: Tensor,
+    weight: Optional[Tensor] = None,
+    eps: float = 1e-6,
+    *,
+    timesteps: int = 16,
+    mode: str = "fused",
+    input_range: Range = None,
+    row_scaling: bool = True,
+    n_basis: Optional[int] = None,
+    stats: Optional[OpStats] = None,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+    refine: int = 1,
+    name: str = "rms_norm",
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+) -> Tensor:
     """Spiking RMSNorm over the last dim (Llama): ``x / sqrt(mean(x^2) + eps) * weight``; arguments as
     :func:`spiking_layer_norm` (``input_range``: the calibrated encoding range of ``x``)."""
-    check_mode(mode)
+    check_args(mode, timesteps, n_basis)
     check_finite(x, name)
-    y = _spiking_normalize(x, (-1,), eps, input_range, row_scaling, timesteps, n_basis, refine, name,
-                           mode=mode, stats=stats, budget_mb=budget_mb, neurons=neurons)
+    y = _spiking_normalize(
+        x,
+        (-1,),
+        eps,
+        input_range,
+        row_scaling,
+        timesteps,
+        n_basis,
+        refine,
+        name,
+        mode=mode,
+        stats=stats,
+        budget_mb=budget_mb,
+        neurons=neurons,
+    )
     return y * weight if weight is not None else y
 
 
-def spiking_activation(name: str, x: Tensor, *, timesteps: int = 16, mode: str = "fused",
-                       n_basis: Optional[int] = None, input_range: Range = None,
-                       stats: Optional[OpStats] = None,
-                       neurons: Optional[Mapping[str, SpikingNeuron]] = None) -> Tensor:
+def spiking_activation(
+    name: str,
+    x: Tensor,
+    *,
+    timesteps: int = 16,
+    mode: str = "fused",
+    n_basis: Optional[int] = None,
+    input_range: Range = None,
+    stats: Optional[OpStats] = None,
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+) -> Tensor:
     """One fitted neuron per activation: ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"tanh"``,
     ``"sigmoid"`` or any registered function. ``input_range`` (calibrated) clamps inputs first,
     counting them as saturated; inputs outside the neuron's fitted domain are clamped and counted too.
     ``mode="event"`` materialises the spike trains (same result)."""
-    check_mode(mode)
+    check_args(mode, timesteps, n_basis)
     check_finite(x, f"activation {name!r}")
     pre = 0
     if input_range is not None:
         lo, hi = resolve_range(x, input_range, f"activation {name!r}")
         pre = int(((x < lo) | (x > hi)).sum())
         x = x.clamp(lo, hi)
-    res = run_site_neuron(x, name, timesteps, n_basis=n_basis, key=name, stats=stats,
-                          return_spikes=(mode == "event"), neurons=neurons)
+    res = run_site_neuron(
+        x, name, timesteps, n_basis=n_basis, key=name, stats=stats, return_spikes=(mode == "event"), neurons=neurons
+    )
     if stats is not None and pre:
-        stats.sites[name].saturated += pre
+        stats.sites[name].clamped += pre
     return res.output
 
 
-def spiking_max_pool2d(x: Tensor, kernel_size: int, stride: Optional[int] = None, padding: int = 0, *,
-                       timesteps: int = 16, mode: str = "fused", n_basis: Optional[int] = None,
-                       stats: Optional[OpStats] = None, neurons: Optional[Mapping[str, SpikingNeuron]] = None
-                       ) -> Tensor:
+def spiking_max_pool2d(
+    x: Tensor,
+    kernel_size: int,
+    stride: Optional[int] = None,
+    padding: int = 0,
+    *,
+    timesteps: int = 16,
+    mode: str = "fused",
+    n_basis: Optional[int] = None,
+    stats: Optional[OpStats] = None,
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+) -> Tensor:
     """``torch.nn.functional.max_pool2d`` with spiking comparisons: ``max(a, b) = b + relu(a - b)``,
     the ReLU by its fitted neuron, reduced pairwise over each window (``k*k - 1`` neurons per output).
     Each round's differences are divided by a power of two (exact) when they exceed the ReLU neuron's
@@ -291,7 +408,7 @@ def spiking_max_pool2d(x: Tensor, kernel_size: int, stride: Optional[int] = None
     Shapes: ``x [B, C, H, W]`` -> ``[B, C, H_out, W_out]``. Padding acts like ``-inf`` (the window's
     own values win).
     """
-    check_mode(mode)
+    check_args(mode, timesteps, n_basis)
     check_finite(x, "max_pool2d")
     if x.dim() != 4:
         raise ValueError(f"spiking_max_pool2d: expected [batch, channels, height, width], got shape {tuple(x.shape)}")
@@ -313,18 +430,31 @@ def spiking_max_pool2d(x: Tensor, kernel_size: int, stride: Optional[int] = None
             # relu(2^k z) = 2^k relu(z): scale by a power of two (exact) so differences fit the domain
             span = float(diff.abs().max()) if diff.numel() else 0.0
             scale = 2.0 ** math.ceil(math.log2(span / bound)) if span > bound else 1.0
-            nxt.append(b_ + scale * spiking_activation("relu", diff / scale, timesteps=timesteps, mode=mode,
-                                                       n_basis=n_basis, stats=stats, neurons=neurons))
+            nxt.append(
+                b_
+                + scale
+                * spiking_activation(
+                    "relu", diff / scale, timesteps=timesteps, mode=mode, n_basis=n_basis, stats=stats, neurons=neurons
+                )
+            )
         if len(vals) % 2:
             nxt.append(vals[-1])
         vals = nxt
     return vals[0].reshape(b, c, h_out, w_out)
 
 
-def spiking_swiglu(gate: Tensor, up: Tensor, *, timesteps: int = 16, mode: str = "fused",
-                   ranges: tuple[Range, Range] = (None, None), stats: Optional[OpStats] = None,
-                   budget_mb: float = DEFAULT_BUDGET_MB) -> Tensor:
+def spiking_swiglu(
+    gate: Tensor,
+    up: Tensor,
+    *,
+    timesteps: int = 16,
+    mode: str = "fused",
+    ranges: tuple[Range, Range] = (None, None),
+    stats: Optional[OpStats] = None,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+) -> Tensor:
     """Llama's gated MLP core ``silu(gate) * up``: the SiLU neuron, then a spiking product."""
     act = spiking_activation("silu", gate, timesteps=timesteps, mode=mode, stats=stats)
-    return spiking_mul(act, up, timesteps=timesteps, mode=mode, ranges=ranges, stats=stats,
-                       budget_mb=budget_mb, name="swiglu.product")
+    return spiking_mul(
+        act, up, timesteps=timesteps, mode=mode, ranges=ranges, stats=stats, budget_mb=budget_mb, name="swiglu.product"
+    )

@@ -18,6 +18,7 @@ with the intensity matrix :math:`D` (``[NT, NT]``, precomputed) and the binary c
     multiplies the decoded values, :math:`\hat a \hat b` (or :math:`\hat a \hat b` as a matmul), and
     counts the same spike pairs from per-element spike counts.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,8 @@ import torch
 from torch import Tensor
 
 from ..neuron.base import SpikingNeuron
-from .encoding import Range, check_mode, encode, resolve_range, warn_saturation
-from .stats import OpStats
+from ..stats import OpStats
+from .encoding import Range, check_args, encode, resolve_range, warn_saturation
 
 DEFAULT_BUDGET_MB = 256.0
 
@@ -36,19 +37,35 @@ DEFAULT_BUDGET_MB = 256.0
 def _record(stats: Optional[OpStats], key: str, enc, timesteps: int, n_elements: int) -> None:
     if stats is not None:
         k = enc.intensity.numel()
-        stats.add(key, neuron="identity", n_basis=k // timesteps, timesteps=timesteps, elements=n_elements,
-                  spikes=int(enc.counts.sum()), saturated=enc.saturated)
+        stats.add(
+            key,
+            function="identity",
+            n_basis=k // timesteps,
+            timesteps=timesteps,
+            elements=n_elements,
+            spikes=int(enc.counts.sum()),
+            clamped=enc.clamped,
+        )
 
 
 def _pairs_elementwise(ca: Tensor, cb: Tensor) -> int:
     return int((ca.double() * cb.double()).sum())
 
 
-def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused",
-                ranges: tuple[Range, Range] = (None, None), n_basis: Optional[int] = None,
-                stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB, name: str = "mul",
-                neurons: Optional[Mapping[str, SpikingNeuron]] = None, out_dtype: Optional[torch.dtype] = None
-                ) -> Tensor:
+def spiking_mul(
+    a: Tensor,
+    b: Tensor,
+    *,
+    timesteps: int = 16,
+    mode: str = "fused",
+    ranges: tuple[Range, Range] = (None, None),
+    n_basis: Optional[int] = None,
+    stats: Optional[OpStats] = None,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+    name: str = "mul",
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+    out_dtype: Optional[torch.dtype] = None,
+) -> Tensor:
     """Elementwise spiking product ``a * b`` (broadcasting like ``torch.mul``).
 
     Args:
@@ -65,7 +82,7 @@ def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused
     Returns:
         tensor of the broadcast shape.
     """
-    check_mode(mode)
+    check_args(mode, timesteps, n_basis)
     try:
         shape = torch.broadcast_shapes(a.shape, b.shape)
     except RuntimeError:
@@ -76,8 +93,19 @@ def spiking_mul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused
         ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
         eb = ea if (b is a and rb == ra) else encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
         out = (ea.decoded * eb.decoded).to(out_dtype or torch.result_type(a, b))
-        _finish(stats, name, ea, eb, timesteps, a, b, sops=_pairs_elementwise(ea.counts, eb.counts), ra=ra, rb=rb,
-                macs=shape.numel())
+        _finish(
+            stats,
+            name,
+            ea,
+            eb,
+            timesteps,
+            a,
+            b,
+            sops=_pairs_elementwise(ea.counts, eb.counts),
+            ra=ra,
+            rb=rb,
+            macs=shape.numel(),
+        )
         return out
     out = _event_mul(a.expand(shape), b.expand(shape), ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
     return out.to(out_dtype or torch.result_type(a, b))
@@ -88,9 +116,9 @@ def _matmul_macs(batch, a: Tensor, b: Tensor) -> int:
 
 
 def _finish(stats, name, ea, eb, timesteps, a, b, sops, ra, rb, macs=0):
-    warn_saturation(f"{name}.a", ea.saturated, ra)
+    warn_saturation(f"{name}.a", ea.clamped, ra)
     if eb is not ea:
-        warn_saturation(f"{name}.b", eb.saturated, rb)
+        warn_saturation(f"{name}.b", eb.clamped, rb)
     if stats is not None:
         _record(stats, f"{name}.a", ea, timesteps, a.numel())
         if eb is not ea:
@@ -125,25 +153,50 @@ def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons
         sums["pairs"] += int((sa * sb.sum(0, keepdim=True)).sum())  # every coincident spike pair
         sums["a_spikes"] += int(sa.sum())
         sums["b_spikes"] += int(sb.sum())
-        sums["a_sat"] += ea.saturated
-        sums["b_sat"] += eb.saturated
+        sums["a_sat"] += ea.clamped
+        sums["b_sat"] += eb.clamped
     warn_saturation(f"{name}.a", sums["a_sat"], ra)
     warn_saturation(f"{name}.b", sums["b_sat"], rb)
     if stats is not None:
         n = k // timesteps
-        stats.add(f"{name}.a", neuron="identity", n_basis=n, timesteps=timesteps, elements=numel,
-                  spikes=sums["a_spikes"], saturated=sums["a_sat"], sops=sums["pairs"])
+        stats.add(
+            f"{name}.a",
+            function="identity",
+            n_basis=n,
+            timesteps=timesteps,
+            elements=numel,
+            spikes=sums["a_spikes"],
+            clamped=sums["a_sat"],
+            sops=sums["pairs"],
+        )
         stats.add_sops(f"{name}.a", 0, macs=a.numel())
-        stats.add(f"{name}.b", neuron="identity", n_basis=n, timesteps=timesteps, elements=numel,
-                  spikes=sums["b_spikes"], saturated=sums["b_sat"])
+        stats.add(
+            f"{name}.b",
+            function="identity",
+            n_basis=n,
+            timesteps=timesteps,
+            elements=numel,
+            spikes=sums["b_spikes"],
+            clamped=sums["b_sat"],
+        )
     return out.reshape(shape)
 
 
-def spiking_matmul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fused",
-                   ranges: tuple[Range, Range] = (None, None), n_basis: Optional[int] = None,
-                   stats: Optional[OpStats] = None, budget_mb: float = DEFAULT_BUDGET_MB,
-                   name: str = "matmul", neurons: Optional[Mapping[str, SpikingNeuron]] = None,
-                   out_dtype: Optional[torch.dtype] = None, silent_zeros: bool = False) -> Tensor:
+def spiking_matmul(
+    a: Tensor,
+    b: Tensor,
+    *,
+    timesteps: int = 16,
+    mode: str = "fused",
+    ranges: tuple[Range, Range] = (None, None),
+    n_basis: Optional[int] = None,
+    stats: Optional[OpStats] = None,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+    name: str = "matmul",
+    neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+    out_dtype: Optional[torch.dtype] = None,
+    silent_zeros: bool = False,
+) -> Tensor:
     """Spiking ``a @ b`` for two activation tensors, e.g. ``Q @ K^T`` and ``attn @ V`` with heads.
 
     Args:
@@ -155,13 +208,17 @@ def spiking_matmul(a: Tensor, b: Tensor, *, timesteps: int = 16, mode: str = "fu
     Returns:
         ``[..., L, M]``.
     """
-    check_mode(mode)
+    check_args(mode, timesteps, n_basis)
     if a.dim() < 2 or b.dim() < 2:
-        raise ValueError(f"{name}: both operands need at least 2 dims ([..., L, D] @ [..., D, M]), "
-                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"{name}: both operands need at least 2 dims ([..., L, D] @ [..., D, M]), "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"{name}: inner dimensions differ: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
-                         f"(a.shape[-1] must equal b.shape[-2])")
+        raise ValueError(
+            f"{name}: inner dimensions differ: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
+            f"(a.shape[-1] must equal b.shape[-2])"
+        )
     try:
         batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except RuntimeError:
@@ -186,8 +243,9 @@ def _tiles(total: int, size: int):
     return [slice(s, min(s + size, total)) for s in range(0, total, size)]
 
 
-def event_matmul_tiles(batch: int, rows: int, inner: int, cols: int, slots: int, budget_mb: float,
-                       name: str = "matmul") -> tuple[int, int, int, int]:
+def event_matmul_tiles(
+    batch: int, rows: int, inner: int, cols: int, slots: int, budget_mb: float, name: str = "matmul"
+) -> tuple[int, int, int, int]:
     """Tile sizes ``(batch, rows, cols)`` for event mode and the bytes one tile needs (<= the budget).
 
     A tile holds the spike trains of an ``a`` block ``[K, b, l, D]`` and a ``b`` block ``[K, b, D, m]``
@@ -208,9 +266,11 @@ def event_matmul_tiles(batch: int, rows: int, inner: int, cols: int, slots: int,
         else:
             ll = math.ceil(ll / 2)
     if tile_bytes(bb, ll, mm) > budget:
-        raise MemoryError(f"{name}: event mode needs {tile_bytes(1, 1, 1) / 2**20:.2f} MiB for its smallest tile "
-                          f"(inner dim {inner}, {slots} spike slots) but budget_mb={budget_mb}; raise budget_mb "
-                          f"or use mode='fused'")
+        raise MemoryError(
+            f"{name}: event mode needs {tile_bytes(1, 1, 1) / 2**20:.2f} MiB for its smallest tile "
+            f"(inner dim {inner}, {slots} spike slots) but budget_mb={budget_mb}; raise budget_mb "
+            f"or use mode='fused'"
+        )
     return bb, ll, mm, tile_bytes(bb, ll, mm)
 
 
@@ -226,12 +286,19 @@ def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neur
             eb = encode(b[bs, :, ms], rb, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons)
             sb = eb.spikes  # [K, bb, D, mm]
             tot["b_spikes"] += int(sb.sum())
-            tot["b_sat"] += eb.saturated
+            tot["b_sat"] += eb.clamped
             count_b = sb.sum(0)  # spikes per b element, [bb, D, mm]
             b_lin = (eb.intensity @ sb.reshape(k, -1)).reshape(sb.shape[1:])  # sum_j D^b_j S^b_j
             for ls in _tiles(rows, ll):
-                ea = encode(a[bs, ls, :], ra, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons,
-                            silent_zeros=silent_zeros)
+                ea = encode(
+                    a[bs, ls, :],
+                    ra,
+                    timesteps,
+                    n_basis=n_basis,
+                    return_spikes=True,
+                    neurons=neurons,
+                    silent_zeros=silent_zeros,
+                )
                 sa = ea.spikes  # [K, bb, ll, D]
                 dmat = ea.intensity[:, None] * eb.intensity[None, :]
                 y = (dmat @ sb.reshape(k, -1)).reshape(sb.shape)  # [K, bb, D, mm]: sum_j D_kj S^b_j
@@ -245,14 +312,29 @@ def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neur
                 tot["pairs"] += int((sa.sum(0) @ count_b).sum())  # float64 spikes: exact
                 if ms.start == 0:
                     tot["a_spikes"] += int(sa.sum())
-                    tot["a_sat"] += ea.saturated
+                    tot["a_sat"] += ea.clamped
     warn_saturation(f"{name}.a", tot["a_sat"], ra)
     warn_saturation(f"{name}.b", tot["b_sat"], rb)
     if stats is not None:
         n = k // timesteps
-        stats.add(f"{name}.a", neuron="identity", n_basis=n, timesteps=timesteps, elements=a.numel(),
-                  spikes=tot["a_spikes"], saturated=tot["a_sat"], sops=tot["pairs"])
+        stats.add(
+            f"{name}.a",
+            function="identity",
+            n_basis=n,
+            timesteps=timesteps,
+            elements=a.numel(),
+            spikes=tot["a_spikes"],
+            clamped=tot["a_sat"],
+            sops=tot["pairs"],
+        )
         stats.add_sops(f"{name}.a", 0, macs=_matmul_macs(a.shape[:1], a, b))
-        stats.add(f"{name}.b", neuron="identity", n_basis=n, timesteps=timesteps, elements=b.numel(),
-                  spikes=tot["b_spikes"], saturated=tot["b_sat"])
+        stats.add(
+            f"{name}.b",
+            function="identity",
+            n_basis=n,
+            timesteps=timesteps,
+            elements=b.numel(),
+            spikes=tot["b_spikes"],
+            clamped=tot["b_sat"],
+        )
     return out

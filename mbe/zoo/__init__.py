@@ -13,10 +13,17 @@ Each zoo module has ``load()``, ``batches(split)``, ``train()`` and ``info()`` (
 the language models ``eval_tokens()``); each trained model is
 retrained with ``python -m mbe zoo train NAME``.
 """
+
 from . import cnn, hub, nlg, nlu, roberta, smollm2, vision
 from .storage import ZooError
 
-MODELS = {vision.NAME: vision, cnn.NAME: cnn, nlu.NAME: nlu, roberta.NAME: roberta, nlg.NAME: nlg,
-          smollm2.NAME: smollm2}
+MODELS = {
+    vision.NAME: vision,
+    cnn.NAME: cnn,
+    nlu.NAME: nlu,
+    roberta.NAME: roberta,
+    nlg.NAME: nlg,
+    smollm2.NAME: smollm2,
+}
 
 __all__ = ["vision", "cnn", "nlu", "roberta", "nlg", "smollm2", "hub", "MODELS", "ZooError"]

@@ -6,6 +6,7 @@ becomes pairwise spiking comparisons (``max(a, b) = b + relu(a - b)``); convolut
 average pooling are linear and stay as they are. ``python -m mbe zoo train resnet-mnist`` reproduces
 the shipped weights.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,10 +18,24 @@ from .vision import batches, load_mnist, train_image_classifier
 
 NAME = "resnet-mnist"
 RECIPE = {
-    "config": {"num_channels": 1, "embedding_size": 16, "hidden_sizes": [16, 32, 64], "depths": [1, 1, 1],
-               "layer_type": "basic", "hidden_act": "relu", "num_labels": 10, "downsample_in_first_stage": False},
-    "train_samples": 4000, "test_samples": 1000, "epochs": 15, "batch_size": 64, "lr": 3e-3,
-    "weight_decay": 0.05, "seed": 0, "augment_shift": 2,
+    "config": {
+        "num_channels": 1,
+        "embedding_size": 16,
+        "hidden_sizes": [16, 32, 64],
+        "depths": [1, 1, 1],
+        "layer_type": "basic",
+        "hidden_act": "relu",
+        "num_labels": 10,
+        "downsample_in_first_stage": False,
+    },
+    "train_samples": 4000,
+    "test_samples": 1000,
+    "epochs": 15,
+    "batch_size": 64,
+    "lr": 3e-3,
+    "weight_decay": 0.05,
+    "seed": 0,
+    "augment_shift": 2,
 }
 
 __all__ = ["NAME", "RECIPE", "load", "train", "save", "info", "batches", "load_mnist"]

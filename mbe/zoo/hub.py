@@ -13,6 +13,7 @@ roberta-sst2           textattack/roberta-base-SST-2       glue/sst2 (validation
 gpt2-medium-wikitext2  gpt2-medium                         wikitext-2-raw-v1 (test)
 =====================  ==================================  ====================================
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,14 +32,16 @@ class HubEntry:
 
 
 HUB = {
-    "vit-b16-imagenet": HubEntry("google/vit-base-patch16-224", "image-classification",
-                                 ("imagenet-1k", None, "validation")),
+    "vit-b16-imagenet": HubEntry(
+        "google/vit-base-patch16-224", "image-classification", ("imagenet-1k", None, "validation")
+    ),
     "roberta-sst2": HubEntry("textattack/roberta-base-SST-2", "text-classification", ("glue", "sst2", "validation")),
     "gpt2-medium-wikitext2": HubEntry("gpt2-medium", "causal-lm", ("wikitext", "wikitext-2-raw-v1", "test"), "text"),
 }
 
-OFFLINE_HINT = ("This needs the Hugging Face hub (a network). Offline, the embedded models stand in: "
-                "python -m mbe zoo list")
+OFFLINE_HINT = (
+    "This needs the Hugging Face hub (a network). Offline, the embedded models stand in: python -m mbe zoo list"
+)
 
 
 def entry(name: str) -> HubEntry:
@@ -52,8 +55,9 @@ def _fetch(what: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (OSError, ValueError, ConnectionError, RuntimeError) as exc:
-        raise ZooError(f"could not fetch {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-                       f"{OFFLINE_HINT}") from exc
+        raise ZooError(
+            f"could not fetch {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). {OFFLINE_HINT}"
+        ) from exc
 
 
 def load(name: str):
@@ -61,9 +65,11 @@ def load(name: str):
     import transformers
 
     e = entry(name)
-    cls = {"image-classification": transformers.AutoModelForImageClassification,
-           "text-classification": transformers.AutoModelForSequenceClassification,
-           "causal-lm": transformers.AutoModelForCausalLM}[e.task]
+    cls = {
+        "image-classification": transformers.AutoModelForImageClassification,
+        "text-classification": transformers.AutoModelForSequenceClassification,
+        "causal-lm": transformers.AutoModelForCausalLM,
+    }[e.task]
     return _fetch(e.model_id, cls.from_pretrained, e.model_id, dtype=torch.float32).eval()
 
 
@@ -71,8 +77,9 @@ def _dataset(e: HubEntry, limit: int | None, tail: bool = False):
     try:
         import datasets
     except ImportError as exc:
-        raise ZooError("the hub data sets need the datasets package: pip install datasets "
-                       "(or pip install -e '.[hub]')") from exc
+        raise ZooError(
+            "the hub data sets need the datasets package: pip install datasets (or pip install -e '.[hub]')"
+        ) from exc
     path, config, split = e.dataset
     if limit is not None and e.task != "causal-lm":
         split = f"{split}[-{limit}:]" if tail else f"{split}[:{limit}]"
@@ -92,7 +99,7 @@ def batches(name: str, batch_size: int = 32, limit: int | None = None, labels: b
     if e.task == "image-classification":
         proc = _fetch(e.model_id, transformers.AutoImageProcessor.from_pretrained, e.model_id)
         for i in range(0, len(data), batch_size):
-            rows = data[i:i + batch_size]
+            rows = data[i : i + batch_size]
             b = {"pixel_values": proc([im.convert("RGB") for im in rows["image"]], return_tensors="pt")["pixel_values"]}
             if labels:
                 b["labels"] = torch.tensor(rows["label"])
@@ -100,7 +107,7 @@ def batches(name: str, batch_size: int = 32, limit: int | None = None, labels: b
         return out
     tok = _fetch(e.model_id, transformers.AutoTokenizer.from_pretrained, e.model_id)
     for i in range(0, len(data), batch_size):
-        rows = data[i:i + batch_size]
+        rows = data[i : i + batch_size]
         enc = tok(rows[e.text_column], padding=True, truncation=True, max_length=128, return_tensors="pt")
         b = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if labels:
@@ -168,7 +175,7 @@ class HubModel:
             windows = ids[: ids.numel() // self.context * self.context].reshape(-1, self.context)
             windows = windows.flip(0) if split == "train" else windows  # calibration from the end
             windows = windows[:limit] if limit is not None else windows
-            return [{"input_ids": windows[i:i + batch_size]} for i in range(0, len(windows), batch_size)]
+            return [{"input_ids": windows[i : i + batch_size]} for i in range(0, len(windows), batch_size)]
         return batches(self.NAME, batch_size, limit, labels, tail=split == "train")
 
 
@@ -179,9 +186,18 @@ def tiny_model(arch: str, seed: int = 0):
     pooling). The batch's second row is padded (positions 6-8 masked) for the encoders, so padding
     handling is exercised too.
     """
-    from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel, LlamaConfig,
-                              LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification, ViTConfig,
-                              ViTForImageClassification)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
 
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 100, (2, 9), generator=gen)
@@ -189,28 +205,65 @@ def tiny_model(arch: str, seed: int = 0):
     pad[1, 6:] = 0
     torch.manual_seed(seed)
     if arch == "vit":
-        cfg = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, num_labels=3)
+        cfg = ViTConfig(
+            image_size=16,
+            patch_size=4,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            num_labels=3,
+        )
         return ViTForImageClassification(cfg), {"pixel_values": torch.randn(2, 3, 16, 16, generator=gen)}
     if arch == "bert":
-        cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, max_position_embeddings=32, num_labels=2)
+        cfg = BertConfig(
+            vocab_size=100,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=32,
+            num_labels=2,
+        )
         return BertForSequenceClassification(cfg), {"input_ids": ids, "attention_mask": pad}
     if arch == "roberta":
-        cfg = RobertaConfig(vocab_size=110, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=64, max_position_embeddings=40, num_labels=2, pad_token_id=1)
+        cfg = RobertaConfig(
+            vocab_size=110,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=40,
+            num_labels=2,
+            pad_token_id=1,
+        )
         return RobertaForSequenceClassification(cfg), {"input_ids": ids + 2, "attention_mask": pad}
     if arch == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32)), \
-            {"input_ids": ids}
+        return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32)), {
+            "input_ids": ids
+        }
     if arch == "llama":
-        cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+        cfg = LlamaConfig(
+            vocab_size=100,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+        )
         return LlamaForCausalLM(cfg), {"input_ids": ids}
     if arch == "resnet":
         from transformers import ResNetConfig, ResNetForImageClassification
 
-        cfg = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                           hidden_act="relu", num_labels=3)
+        cfg = ResNetConfig(
+            num_channels=3,
+            embedding_size=8,
+            hidden_sizes=[8, 16],
+            depths=[1, 1],
+            layer_type="basic",
+            hidden_act="relu",
+            num_labels=3,
+        )
         return ResNetForImageClassification(cfg).eval(), {"pixel_values": torch.randn(2, 3, 32, 32, generator=gen)}
     raise ValueError(f"tiny_model: unknown architecture {arch!r}; use one of vit, bert, roberta, gpt2, llama, resnet")

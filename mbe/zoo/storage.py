@@ -1,5 +1,6 @@
 """Where the zoo's trained models live: ``weights/<name>.safetensors`` (tensors) beside
 ``weights/<name>.json`` (the recipe that trained them and the metrics it measured)."""
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@
 Split (the file is sorted by digit): the first 400 of each digit train, the last 100 of each evaluate. The recipe below
 (fixed seed) trained the shipped weights; ``python -m mbe zoo train vit-mnist`` reproduces them.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -20,11 +21,26 @@ NAME = "vit-mnist"
 
 #: model and training recipe of the shipped weights
 RECIPE = {
-    "config": {"image_size": 28, "patch_size": 7, "num_channels": 1, "hidden_size": 64, "num_hidden_layers": 4,
-               "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 10,
-               "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
-    "train_samples": 4000, "test_samples": 1000, "epochs": 40, "batch_size": 64, "lr": 2e-3,
-    "weight_decay": 0.05, "seed": 0, "augment_shift": 2,
+    "config": {
+        "image_size": 28,
+        "patch_size": 7,
+        "num_channels": 1,
+        "hidden_size": 64,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "num_labels": 10,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    },
+    "train_samples": 4000,
+    "test_samples": 1000,
+    "epochs": 40,
+    "batch_size": 64,
+    "lr": 2e-3,
+    "weight_decay": 0.05,
+    "seed": 0,
+    "augment_shift": 2,
 }
 MEAN, STD = 0.1307, 0.3081
 
@@ -83,7 +99,7 @@ def train_image_classifier(model: torch.nn.Module, recipe: dict, name: str, prog
         model.train()
         order = torch.randperm(len(x_tr), generator=gen)
         for i in range(0, len(order), recipe["batch_size"]):
-            idx = order[i:i + recipe["batch_size"]]
+            idx = order[i : i + recipe["batch_size"]]
             dx, dy = torch.randint(-shift, shift + 1, (2,), generator=gen).tolist()
             xb = torch.roll(x_tr[idx], shifts=(dx, dy), dims=(2, 3))
             loss = torch.nn.functional.cross_entropy(model(pixel_values=xb).logits, y_tr[idx])
@@ -94,8 +110,12 @@ def train_image_classifier(model: torch.nn.Module, recipe: dict, name: str, prog
     model.eval()
     with torch.no_grad():
         acc = float((model(pixel_values=x_te).logits.argmax(-1) == y_te).float().mean()) * 100
-    return model, {"test_accuracy": acc, "test_samples": len(x_te), "train_seconds": time.perf_counter() - start,
-                   "parameters": sum(p.numel() for p in model.parameters())}
+    return model, {
+        "test_accuracy": acc,
+        "test_samples": len(x_te),
+        "train_seconds": time.perf_counter() - start,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def save(model: torch.nn.Module, metrics: dict, directory: Path = WEIGHTS_DIR) -> Path:
@@ -124,8 +144,8 @@ def batches(split: str = "test", batch_size: int = 100, limit: int | None = None
         x, y = x[:limit], y[:limit]
     out = []
     for i in range(0, len(x), batch_size):
-        b = {"pixel_values": x[i:i + batch_size]}
+        b = {"pixel_values": x[i : i + batch_size]}
         if labels:
-            b["labels"] = y[i:i + batch_size]
+            b["labels"] = y[i : i + batch_size]
         out.append(b)
     return out
