@@ -3,9 +3,11 @@
 Only the structure is asserted (speed is measured by ``python -m mbe bench``, never by a timed test)."""
 
 import math
+import warnings
 
 import pandas as pd
 import pytest
+import torch
 
 from mbe.benchmarks import COLUMNS, run_suites, write_report
 from mbe.benchmarks.measure import _measure
@@ -13,9 +15,13 @@ from mbe.benchmarks.measure import _measure
 
 def test_one_measurement_in_process_and_a_report(tmp_path):
     """The child's side of a measurement (build, warm up, peak, median) run here on one eager case."""
-    seconds, peak_mb, elements = _measure(("neuron", "gelu", "eager", 4, 1))
+    with torch.no_grad(), warnings.catch_warnings():  # the child's global settings stay inside this block
+        seconds, peak_mb, elements = _measure(("neuron", "gelu", "eager", 4, 1))
+    assert torch.is_grad_enabled()
     assert seconds > 0 and peak_mb >= 0 and elements == 1 << 20
-    frame = pd.DataFrame([dict.fromkeys(COLUMNS, 1.0) | {"benchmark": "neuron", "model": "gelu (N=4)", "mode": "eager"}])
+    frame = pd.DataFrame(
+        [dict.fromkeys(COLUMNS, 1.0) | {"benchmark": "neuron", "model": "gelu (N=4)", "mode": "eager"}]
+    )
     csv, md = write_report(frame, tmp_path)
     assert csv.read_text().splitlines()[0] == ",".join(COLUMNS) and "## neuron" in md.read_text()
 

@@ -37,8 +37,12 @@ def test_best_recipe_beats_paper_recipe_on_reciprocal():
 
 def test_paper_recipe_has_no_additions():
     p = RECIPES["paper"]
-    assert (p.lr, p.epochs, p.lr_decay, p.samples) == (paper.FIT_LR, paper.FIT_EPOCHS, paper.FIT_LR_DECAY,
-                                                       paper.FIT_SAMPLES)
+    assert (p.lr, p.epochs, p.lr_decay, p.samples) == (
+        paper.FIT_LR,
+        paper.FIT_EPOCHS,
+        paper.FIT_LR_DECAY,
+        paper.FIT_SAMPLES,
+    )
     assert (p.input_shift, p.per_basis_levels, p.output_bias, p.least_squares, p.init) == (
         "none",
         False,

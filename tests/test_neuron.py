@@ -202,9 +202,11 @@ def test_fs_neuron_binary_init_is_quantiser_and_counts_3t():
 
 
 @pytest.mark.slow
-def test_compiled_readout_matches_simulate_bit_for_bit():
+def test_compiled_readout_matches_simulate_bit_for_bit(monkeypatch):
     """The torch.compile'd fused path (kernels padded to a bucket) gives exactly simulate's numbers."""
     from mbe.neuron import compiled
+
+    monkeypatch.setenv("MBE_COMPILE", "1")  # on, even when the fast tier turned it off
 
     for fn, n, t, dtype in [("gelu", 4, 12, torch.float32), ("identity", 8, 16, torch.float64)]:
         nrn = mbe.get_neuron(fn, n_basis=n, timesteps=t)
@@ -225,6 +227,8 @@ def test_compiled_readout_matches_simulate_bit_for_bit():
 
 def test_compiled_readout_falls_back_to_eager_with_one_warning(monkeypatch):
     from mbe.neuron import compiled
+
+    monkeypatch.setenv("MBE_COMPILE", "1")
 
     def broken():
         raise RuntimeError("no C++ compiler here")

@@ -32,6 +32,7 @@ def test_missing_weights_say_how_to_train(tmp_path):
         vision.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_vit_converts_and_agrees_with_its_ann():
     ann = vision.load()
     snn = mbe.convert(ann, vision.batches("train", batch_size=32, limit=64, labels=False), progress=False)
@@ -122,6 +123,7 @@ def test_gpt2_eval_text_is_held_out_and_the_model_is_a_real_lm():
     assert nlg.info()["metrics"]["eval_tokens"] == ids.numel()
 
 
+@pytest.mark.slow
 def test_gpt2_converts_and_keeps_its_perplexity():
     from mbe.zoo import nlg
 
@@ -166,6 +168,7 @@ def test_hub_offline_gives_a_clear_error():
     assert "unknown hub model 'nope'" in lines[-1]
 
 
+@pytest.mark.slow
 def test_resnet_loads_matches_its_accuracy_and_converts():
     from mbe.zoo import cnn
 
