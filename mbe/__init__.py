@@ -1,6 +1,13 @@
 """mbe: training-free conversion of Transformers to spiking networks with MBE neurons."""
 
-from .convert import ConversionConfig, conversion_report, convert, set_timesteps
+from .convert import (
+    ConversionConfig,
+    ConversionWarning,
+    conversion_report,
+    convert,
+    register_site,
+    set_timesteps,
+)
 from .evaluate import compare_classifiers, compare_language_models
 from .fitting import RECIPES, FitRecipe, FitResult, fit_fs_neuron, fit_neuron, neuron_mse
 from .functions import FunctionSpec, get_function, list_functions, register_function
@@ -44,6 +51,9 @@ __all__ = [
     "conversion_report",
     "convert",
     "set_timesteps",
+    "register_site",
+    "ConversionWarning",
+    "register_site",
     "compare_classifiers",
     "compare_language_models",
     "get_neuron",

@@ -8,6 +8,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import mbe
 from mbe import ops
+from mbe.convert import SiteModule
 from mbe.zoo.hub import tiny_model
 
 IDS = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
@@ -123,7 +124,9 @@ def test_causal_mask_is_respected():
     assert torch.equal(a[:, :-1], b[:, :-1])
 
 
-def test_unsupported_module_and_architecture():
+def test_unrecognised_module_stays_analog_with_one_warning_or_raises_under_strict():
+    """ReLU squared is no registered function: the module stays analog, named in one warning and in the
+    report; strict=True raises instead. Any nn.Module is accepted (no allowlist)."""
     torch.manual_seed(0)
     cfg = BertConfig(
         vocab_size=100,
@@ -136,13 +139,18 @@ def test_unsupported_module_and_architecture():
     )
     model = BertForSequenceClassification(cfg)
     batch = {"input_ids": IDS}
-    with pytest.raises(ValueError, match=r"no spiking operator for module\(s\).*intermediate_act_fn"):
-        mbe.convert(model, [batch], progress=False)
-    snn = mbe.convert(model, [batch], mbe.ConversionConfig(allow_partial=True), progress=False)
+    with pytest.raises(ValueError, match=r"stay analog: .*intermediate_act_fn \(ReLUSquaredActivation\)"):
+        mbe.convert(model, [batch], mbe.ConversionConfig(strict=True), progress=False)
+    with pytest.warns(mbe.ConversionWarning, match="intermediate_act_fn") as record:
+        snn = mbe.convert(model, [batch], progress=False)
+    assert len([w for w in record if issubclass(w.category, mbe.ConversionWarning)]) == 1
     report = mbe.conversion_report(snn)
-    assert report[report.kind == "analog"].site.str.contains("intermediate_act_fn").all()
-    with pytest.raises(ValueError, match="unsupported architecture Sequential"):
-        mbe.convert(torch.nn.Sequential(torch.nn.Linear(2, 2)), [{}], progress=False)
+    analog = report[report.kind == "analog"]
+    assert list(analog.site) == ["bert.encoder.layer.0.intermediate.intermediate_act_fn"]
+    assert "no handler recognises" in analog.status.iloc[0]
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU(), torch.nn.Linear(4, 2))
+    snn = mbe.convert(plain, [{"input": torch.randn(3, 4)}], progress=False)
+    assert isinstance(snn[1], SiteModule) and snn[1].site.function == "gelu"
     with pytest.raises(ValueError, match="calibration is empty"):
         mbe.convert(tiny("gpt2")[0], [], progress=False)
 
@@ -259,5 +267,8 @@ def test_cnn_relu_and_max_pooling_convert():
 def test_unsupported_max_pool_is_named():
     model, batch = tiny("resnet")
     model.resnet.embedder.pooler = torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True)
-    with pytest.raises(ValueError, match="resnet.embedder.pooler: only square, undilated MaxPool2d"):
-        mbe.convert(model, [batch], progress=False)
+    with pytest.raises(ValueError, match="resnet.embedder.pooler .*only square, undilated MaxPool2d"):
+        mbe.convert(model, [batch], mbe.ConversionConfig(strict=True), progress=False)
+    with pytest.warns(mbe.ConversionWarning, match="only square, undilated MaxPool2d"):
+        snn = mbe.convert(model, [batch], progress=False)
+    assert "resnet.embedder.pooler" in set(mbe.conversion_report(snn).query("kind == 'analog'").site)

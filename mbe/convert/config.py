@@ -1,0 +1,95 @@
+"""What a conversion does: :class:`ConversionConfig`, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ops.encoding import check_mode
+
+#: the kinds of spiking site a converted model has
+SITE_KINDS = ("attention", "norm", "activation", "gated_product", "pool")
+
+
+def check_timesteps(timesteps) -> None:
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= 64:
+        raise ValueError(f"timesteps must be an integer in [1, 64], got {timesteps!r}")
+
+
+@dataclass
+class ConversionConfig:
+    """What to convert and how.
+
+    Attributes:
+        timesteps: T for every neuron.
+        n_basis: per-function basis counts, e.g. ``{"gelu": 8}``; unset functions use the paper's N.
+        mode: ``"fused"`` or ``"event"`` (see :mod:`mbe.ops`).
+        convert: site kinds to make spiking (``"attention"``, ``"norm"``, ``"activation"``, ``"pool"``,
+            ``"gated_product"``); leave one out for partial conversion or ablations.
+        exclude: site-name substrings to leave analog (e.g. ``["layer.0."]``).
+        calibration_margin: widen each calibrated interval by this fraction of its width on both sides.
+        strict: raise instead of leaving a module analog (no handler, or a replacement whose analog
+            reference disagrees with the module it replaces).
+        reference_tolerance: the largest relative difference (``||ref - orig|| / ||orig||`` on the
+            calibration batches) between a replacement's analog reference and the original module for
+            which the swap is kept; above it the site stays analog (float rounding is ~1e-7).
+        refine, row_scaling: the operators' switches (``0``/``False`` = the paper).
+        budget_mb: event mode's memory budget per tile.
+        neurons: per-function neuron overrides, e.g. ``{"gelu": fs_neuron}`` (the FS or no-decay
+            ablations); each must run the config's T. They take precedence over tables and calibrated fits.
+        activation_domain: ``"table"`` uses the shipped neurons on the paper's domains (no fitting);
+            ``"calibrated"`` fits one neuron per activation function on the union of its sites'
+            calibrated intervals (best recipe, a few seconds each, cached per T);
+            :func:`mbe.set_timesteps` then fits for a new T once.
+    """
+
+    timesteps: int = 16
+    n_basis: dict = field(default_factory=dict)
+    mode: str = "fused"
+    convert: tuple = SITE_KINDS
+    exclude: tuple = ()
+    calibration_margin: float = 0.05
+    strict: bool = False
+    reference_tolerance: float = 1e-4
+    refine: int = 1
+    row_scaling: bool = True
+    budget_mb: float = 256.0
+    activation_domain: str = "table"
+    neurons: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.activation_domain not in ("table", "calibrated"):
+            raise ValueError(
+                f"ConversionConfig.activation_domain must be 'table' or 'calibrated', got {self.activation_domain!r}"
+            )
+        check_mode(self.mode)
+        check_timesteps(self.timesteps)
+        for name in ("convert", "exclude"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise TypeError(
+                    f"ConversionConfig.{name} must be a tuple or list of strings, "
+                    f"got {type(getattr(self, name)).__name__}"
+                )
+        unknown = set(self.convert) - set(SITE_KINDS)
+        if unknown:
+            raise ValueError(
+                f"ConversionConfig.convert: unknown site kinds {sorted(unknown)}; choose from {SITE_KINDS}"
+            )
+        if not isinstance(self.n_basis, dict):
+            raise TypeError(
+                f"ConversionConfig.n_basis must be a dict {{function: N}}, got {type(self.n_basis).__name__}"
+            )
+        from ..functions import list_functions
+
+        for fn, n in self.n_basis.items():
+            if fn not in list_functions():
+                raise ValueError(f"ConversionConfig.n_basis: unknown function {fn!r}; registered: {list_functions()}")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
+                raise ValueError(f"ConversionConfig.n_basis[{fn!r}] must be an integer in [1, 64], got {n!r}")
+        if not (isinstance(self.calibration_margin, (int, float)) and 0 <= self.calibration_margin < 10):
+            raise ValueError(
+                f"ConversionConfig.calibration_margin must be a fraction in [0, 10), got {self.calibration_margin!r}"
+            )
+        if not (isinstance(self.reference_tolerance, (int, float)) and self.reference_tolerance > 0):
+            raise ValueError(
+                f"ConversionConfig.reference_tolerance must be a positive number, got {self.reference_tolerance!r}"
+            )

@@ -1,0 +1,158 @@
+r"""Norms, recognised by what they compute on a probe.
+
+A candidate is a module with a 1-D ``weight`` (and optionally a 1-D ``bias``), an epsilon attribute and
+nothing else. A copy with random weight and bias is run on a random probe and compared with
+
+.. math:: y = \frac{x - \mu_c}{\sqrt{\operatorname{mean}((x - \mu_c)^2) + \epsilon}} \cdot (o + w) + b,
+   \qquad \mu_c = \begin{cases} \operatorname{mean}(x) & \text{LayerNorm} \\ 0 & \text{RMSNorm}\end{cases},
+   \quad o \in \{0, 1\}
+
+(``o = 1`` is Gemma's ``1 + weight``). The matching variant becomes the spiking LayerNorm or RMSNorm of
+:mod:`mbe.ops`; a module that matches none is not a norm mbe knows and is left to the other handlers.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ... import ops
+from ..base import SiteModule
+from ..registry import SiteSpec, register_site
+
+EPS_NAMES = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps")
+
+
+def _eps(module: nn.Module) -> Optional[float]:
+    for name in EPS_NAMES:
+        v = getattr(module, name, None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def _formula(x: Tensor, eps: float, centered: bool, offset: float, weight, bias) -> Tensor:
+    xf = x.float()
+    if centered:
+        xf = xf - xf.mean(-1, keepdim=True)
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * (offset + weight.float())
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+def norm_spec(module: nn.Module) -> Optional[SiteSpec]:
+    """The norm ``module`` computes (see the module docstring), or ``None``."""
+    if list(module.children()) or list(module.named_buffers(recurse=False)):
+        return None
+    params = dict(module.named_parameters(recurse=False))
+    if isinstance(module, nn.LayerNorm):
+        if len(module.normalized_shape) != 1:
+            return None
+        size = module.normalized_shape[0]
+    else:
+        weight = params.get("weight")
+        if weight is None or weight.dim() != 1 or not set(params) <= {"weight", "bias"}:
+            return None
+        if "bias" in params and params["bias"].shape != weight.shape:
+            return None
+        size = weight.numel()
+    eps = _eps(module)
+    if eps is None:
+        return None
+    probe = copy.deepcopy(module).float()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in probe.parameters():  # random weights tell `w` from `1 + w` whatever the model's init
+            p.copy_(torch.randn(p.shape, generator=gen))
+        x = torch.randn(3, 5, size, generator=gen) * 3 + 1
+        try:
+            y = probe(x)
+        except Exception:
+            return None
+        if not isinstance(y, Tensor) or y.shape != x.shape:
+            return None
+        w, b = getattr(probe, "weight", None), getattr(probe, "bias", None)
+        for centered in (True, False):
+            for offset in (0.0, 1.0):
+                ref = _formula(x, eps, centered, offset, w, b)
+                if float((ref - y).abs().max()) <= 1e-4 * float(y.abs().max()):
+                    kind = "layer_norm" if centered else "rms_norm"
+                    operator = f"spiking_{kind}" + (" (1 + weight)" if offset else "")
+                    return SiteSpec(
+                        "rsqrt", operator, {"centered": centered, "offset": offset, "eps": eps, "size": size}
+                    )
+    return None
+
+
+class SpikingNorm(SiteModule):
+    """A LayerNorm or RMSNorm (``weight`` or ``1 + weight``) with spiking operators; keeps ``weight`` and
+    ``bias`` (the same Parameters, so ``state_dict`` is the original's)."""
+
+    def __init__(self, original: nn.Module, spec: SiteSpec, site, state):
+        super().__init__(original, site, state)
+        self.centered = spec.details["centered"]
+        self.offset = spec.details["offset"]
+        self.eps = spec.details["eps"]
+        self.size = spec.details["size"]
+        self.weight = getattr(original, "weight", None)
+        self.bias = getattr(original, "bias", None)
+
+    def observe(self, x: Tensor) -> None:
+        xf = x.float()
+        self.site.observe(
+            "centered" if self.centered else "input", xf - xf.mean(-1, keepdim=True) if self.centered else xf
+        )
+
+    def _scale(self) -> Optional[Tensor]:
+        if self.weight is None:
+            return None
+        return self.weight.float() + self.offset if self.offset else self.weight.float()
+
+    def reference(self, x: Tensor) -> Tensor:
+        return _formula(x, self.eps, self.centered, self.offset, self.weight, self.bias)
+
+    def spiking(self, x: Tensor) -> Tensor:
+        cfg, site = self.state.config, self.site
+        xf = x.float()
+        common = dict(
+            refine=cfg.refine,
+            row_scaling=cfg.row_scaling,
+            budget_mb=cfg.budget_mb,
+            n_basis=cfg.n_basis.get("rsqrt"),
+            **self.state.op_kwargs(site),
+        )
+        scale = self._scale()
+        bias = self.bias.float() if self.bias is not None else None
+        if self.centered:
+            y = ops.spiking_layer_norm(
+                xf,
+                self.size,
+                scale,
+                bias,
+                self.eps,
+                name="layer_norm",
+                centered_range=site.range("centered", cfg.calibration_margin),
+                **common,
+            )
+        else:
+            y = ops.spiking_rms_norm(
+                xf, None, self.eps, name="rms_norm", input_range=site.range("input", cfg.calibration_margin), **common
+            )
+            if scale is not None:
+                y = y * scale
+            if bias is not None:
+                y = y + bias
+        return y.to(x.dtype)
+
+
+def build_norm(module: nn.Module, spec: SiteSpec, site, state) -> SpikingNorm:
+    return SpikingNorm(module, spec, site, state)
+
+
+register_site("norm", "norm", norm_spec, build_norm, builtin=True)

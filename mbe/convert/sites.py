@@ -1,0 +1,159 @@
+"""The bookkeeping of a converted model: one :class:`Site` per spiking site, and the :class:`ConversionState`
+every spiking module of one model shares (``snn.mbe_state``)."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..stats import OpStats
+from .config import ConversionConfig
+
+
+@dataclass
+class Site:
+    """One spiking site of a converted model.
+
+    Attributes:
+        name: where it is (a module path; inline calls add ``:function``).
+        kind: ``attention``, ``norm``, ``activation``, ``gated_product`` or ``pool``.
+        function: the neuron function that characterises it (an activation's own, ``exp2`` for attention,
+            ``rsqrt`` for norms, ``identity`` for products, ``relu`` for pooling).
+        operator: the spiking operator(s) it runs, for the report.
+        handler: the name of the handler that built it.
+        module_class: the class of the module (or function) it replaces.
+        enabled: spiking under the config (``convert`` and ``exclude``).
+        ranges: calibrated input intervals by key, ``{"input": (lo, hi)}``.
+        stats: spike counters of its operators (one :class:`mbe.stats.SpikeStats` per internal key).
+        reference_error: the largest relative difference between the replacement's analog reference and
+            the original on the calibration batches (``None`` before calibration).
+        analog_reason: why the site stays analog although it was recognised (empty when it spikes).
+    """
+
+    name: str
+    kind: str
+    function: str
+    operator: str
+    handler: str
+    module_class: str
+    enabled: bool = True
+    ranges: dict = field(default_factory=dict)
+    stats: OpStats = field(default_factory=OpStats)
+    reference_error: Optional[float] = None
+    analog_reason: str = ""
+
+    @property
+    def spiking(self) -> bool:
+        """Whether the site runs spiking operators now."""
+        return self.enabled and not self.analog_reason
+
+    def observe(self, key: str, x: Tensor) -> None:
+        """Widen the calibrated interval ``key`` to cover ``x``."""
+        x = x.detach()
+        if x.numel() == 0:
+            return
+        if x.dtype == torch.bool or not torch.is_floating_point(x):
+            x = x.float()
+        finite = x[torch.isfinite(x)]
+        if finite.numel() == 0:
+            return
+        lo, hi = float(finite.min()), float(finite.max())
+        if key in self.ranges:
+            lo, hi = min(lo, self.ranges[key][0]), max(hi, self.ranges[key][1])
+        self.ranges[key] = (lo, hi)
+
+    def range(self, key: str, margin: float) -> Optional[tuple[float, float]]:
+        """The calibrated interval ``key`` widened by ``margin`` of its width on both sides (``None`` if unseen)."""
+        if key not in self.ranges:
+            return None
+        lo, hi = self.ranges[key]
+        pad = margin * (hi - lo)
+        return (lo - pad, hi + pad)
+
+    def check_reference(self, reference: Tensor, original: Tensor) -> float:
+        """Record ``||reference - original|| / ||original||`` (float64, the largest over calls)."""
+        ref, orig = reference.detach().double(), original.detach().double()
+        if ref.shape != orig.shape:
+            err = float("inf")
+        else:
+            finite = torch.isfinite(orig)
+            num = float(torch.linalg.vector_norm(torch.where(finite, ref - orig, 0.0)))
+            den = float(torch.linalg.vector_norm(torch.where(finite, orig, 0.0)))
+            err = num / den if den > 0 else (0.0 if num == 0 else float("inf"))
+            if not bool(torch.equal(torch.isfinite(ref), finite)):
+                err = float("inf")
+        self.reference_error = err if self.reference_error is None else max(self.reference_error, err)
+        return err
+
+
+@dataclass(frozen=True)
+class AnalogModule:
+    """A module that stays analog, and why (a row of the conversion report)."""
+
+    name: str
+    module_class: str
+    reason: str
+
+
+class ConversionState:
+    """Shared by every spiking module of one converted model (``snn.mbe_state``)."""
+
+    def __init__(self, config: ConversionConfig):
+        self.config = config
+        self.sites: dict[str, Site] = {}
+        self.calibrating = False
+        self.analog: list[AnalogModule] = []
+        self.fitted: dict[tuple[str, int], object] = {}  # (function, T) -> neuron fitted on the calibrated domain
+        self.module_names: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+        self.inline_paused = 0  # > 0 while mbe's own code runs torch functions inside a model's forward
+
+    def new_site(self, name: str, kind: str, function: str, operator: str, handler: str, module_class: str) -> Site:
+        """The site called ``name``, created on first use (enabled per ``config.convert`` and ``exclude``)."""
+        if name not in self.sites:
+            cfg = self.config
+            enabled = kind in cfg.convert and not any(e in name for e in cfg.exclude)
+            self.sites[name] = Site(name, kind, function, operator, handler, module_class, enabled)
+        return self.sites[name]
+
+    def refresh_enabled(self) -> None:
+        """Re-apply ``config.convert`` and ``config.exclude`` to every site."""
+        for site in self.sites.values():
+            site.enabled = site.kind in self.config.convert and not any(e in site.name for e in self.config.exclude)
+
+    def op_kwargs(self, site: Site) -> dict:
+        """The keywords every :mod:`mbe.ops` call of ``site`` takes from the config."""
+        cfg = self.config
+        return {"timesteps": cfg.timesteps, "mode": cfg.mode, "stats": site.stats, "neurons": cfg.neurons or None}
+
+    def activation_neurons(self, function: str) -> Optional[dict]:
+        """``{function: neuron}`` fitted on the union of ``function``'s calibrated site intervals under
+        ``activation_domain='calibrated'`` (fitted once per T, cached), else ``None`` (the shipped tables)."""
+        cfg = self.config
+        if cfg.activation_domain == "table":
+            return None
+        key = (function, cfg.timesteps)
+        if key not in self.fitted:
+            from ..fitting import fit_neuron
+
+            spans = [
+                s.range("input", cfg.calibration_margin)
+                for s in self.sites.values()
+                if s.kind == "activation" and s.function == function and "input" in s.ranges
+            ]
+            spans = [(lo, hi) for lo, hi in spans if hi > lo]
+            if not spans:
+                return None
+            lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+            self.fitted[key] = fit_neuron(
+                function, domain=(lo, hi), n_basis=cfg.n_basis.get(function), timesteps=cfg.timesteps
+            ).neuron
+        return {function: self.fitted[key]}
+
+    def fit_activation_neurons(self) -> None:
+        """Under ``activation_domain='calibrated'``, fit every activation function's neuron for the current T."""
+        for fn in sorted({s.function for s in self.sites.values() if s.kind == "activation"}):
+            self.activation_neurons(fn)
