@@ -107,6 +107,21 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_support_matrix(args: argparse.Namespace) -> int:
+    from .convert.matrix import support_matrix, write_support_matrix
+    from .zoo.tiny import TINY_ARCHS
+
+    unknown = sorted(set(args.archs or ()) - set(TINY_ARCHS))
+    if unknown:
+        print(f"unknown architecture(s) {unknown}; choose from {list(TINY_ARCHS)}")
+        return 2
+    frame = support_matrix(args.archs or None, timesteps=args.timesteps, progress=not args.quiet)
+    csv, md = write_support_matrix(frame, args.out)
+    print(md.read_text())
+    print(f"wrote {csv} and {md}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mbe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("action", choices=["list", "train"])
     zoo.add_argument("model", nargs="?", default="vit-mnist", help="a zoo model name (see: python -m mbe zoo list)")
     zoo.set_defaults(run=_cmd_zoo)
+
+    matrix = sub.add_parser(
+        "support-matrix", help="convert tiny random models of many transformers architectures and tabulate the result"
+    )
+    matrix.add_argument("archs", nargs="*", help="architectures (default: every one in mbe.zoo.tiny.TINY_ARCHS)")
+    matrix.add_argument("--timesteps", type=int, nargs="+", default=[8, 16])
+    matrix.add_argument("--out", default="results", help="folder for support_matrix.csv and .md")
+    matrix.add_argument("--quiet", action="store_true", help="no progress bar")
+    matrix.set_defaults(run=_cmd_support_matrix)
     return parser
 
 

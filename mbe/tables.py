@@ -277,3 +277,48 @@ def verify_tables(directory=None) -> list[tuple[str, str]]:
         except TableError as exc:
             out.append((key.filename, str(exc)))
     return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# fits on other domains (calibrated ones), made on demand and cached on disk
+# --------------------------------------------------------------------------------------------------------
+def fit_cache_dir() -> Path:
+    """Where fits on non-default domains are cached: ``$MBE_CACHE_DIR`` or ``~/.cache/mbe/fits``."""
+    import os
+
+    root = os.environ.get("MBE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mbe"
+    return Path(root) / "fits"
+
+
+def fitted_on_domain(
+    function: str, domain, n_basis: Optional[int] = None, timesteps: int = 16, *, recipe: str = "best"
+) -> MBENeuron:
+    """A neuron for ``function`` fitted on ``domain`` (``recipe``, seed 0), from the fit cache when it holds
+    one (same function, domain, N, T, recipe, hash intact), else fitted now (seconds) and cached.
+
+    A corrupt cache entry is refitted and overwritten, never trusted.
+    """
+    from .fitting import fit_neuron
+    from .neuron.base import validate_domain
+
+    spec = get_function(function)
+    n_basis = spec.n_basis if n_basis is None else n_basis
+    validate_counts(n_basis, timesteps)
+    lo, hi = validate_domain(domain)
+    key = TableKey(function, n_basis, timesteps, recipe)
+    folder = fit_cache_dir() / f"{function}_{lo:.9g}_{hi:.9g}"
+    path = folder / key.filename
+    if path.is_file():
+        try:
+            record = load_table(key, folder, check_stale=False)
+            if record.get("domain") == [lo, hi] and record.get("recipe") == _recipe_record(key):
+                params = MBEParameters.from_dict(record["params"])
+                return MBENeuron(params, record["timesteps"], function=function, domain=(lo, hi))
+        except (TableError, KeyError, TypeError, ValueError):
+            pass  # corrupt or foreign: refit below and overwrite
+    result = fit_neuron(function, domain=(lo, hi), n_basis=n_basis, timesteps=timesteps, recipe=recipe)
+    try:
+        save_table(result, folder)
+    except OSError:
+        pass  # a read-only cache only costs the refit next time
+    return result.neuron

@@ -9,7 +9,7 @@ from transformers import BertConfig, BertForSequenceClassification
 import mbe
 from mbe import ops
 from mbe.convert import SiteModule
-from mbe.zoo.hub import tiny_model
+from mbe.zoo.tiny import tiny_model
 
 IDS = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(0))
 PAD = torch.ones(2, 9, dtype=torch.long)
@@ -201,7 +201,7 @@ def test_calibrated_activation_domain_is_more_accurate():
     act = report[report.kind == "activation"]
     assert (act.neuron_domain != str(mbe.get_function("silu").domain)).all()
     with pytest.raises(ValueError, match="activation_domain"):
-        mbe.ConversionConfig(activation_domain="auto")
+        mbe.ConversionConfig(activation_domain="wide")
 
 
 def test_compare_classifiers_counts_and_agreement():

@@ -9,7 +9,7 @@ import torch
 import mbe
 from mbe import energy, ops
 from mbe.fitting import evaluation_grid, get_recipe
-from mbe.zoo.hub import tiny_model
+from mbe.zoo.tiny import tiny_model
 
 X = torch.linspace(-1, 1, 12).reshape(3, 4)
 

@@ -11,6 +11,9 @@ tree, so ``state_dict`` keys and parameters are the ANN's, bit for bit). It runs
   (children that are sites of their own may still spike), else the original module;
 - **spiking**: :meth:`spiking`, built from :mod:`mbe.ops`.
 
+The original's own parameters and buffers are registered on the replacement under the same names (the
+same objects), so a handler only writes the math.
+
 Subclasses implement ``observe``, ``reference`` and ``spiking`` with the original's call signature.
 """
 
@@ -29,6 +32,12 @@ class SiteModule(nn.Module):
         object.__setattr__(self, "original", original)  # not a child: parameters and state_dict keys unchanged
         object.__setattr__(self, "site", site)
         object.__setattr__(self, "state", state)
+        # the original's own parameters and buffers, the same objects under the same names
+        persistent = set(original.state_dict(keep_vars=True))
+        for name, param in original.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        for name, buf in original.named_buffers(recurse=False):
+            self.register_buffer(name, buf, persistent=name in persistent)
 
     # --- what a subclass provides ---------------------------------------------------------------
     def observe(self, *args, **kwargs) -> None:

@@ -8,6 +8,7 @@ from ..ops.encoding import check_mode
 
 #: the kinds of spiking site a converted model has
 SITE_KINDS = ("attention", "norm", "activation", "gated_product", "pool")
+ACTIVATION_DOMAINS = ("auto", "table", "calibrated")
 
 
 def check_timesteps(timesteps) -> None:
@@ -36,10 +37,12 @@ class ConversionConfig:
         budget_mb: event mode's memory budget per tile.
         neurons: per-function neuron overrides, e.g. ``{"gelu": fs_neuron}`` (the FS or no-decay
             ablations); each must run the config's T. They take precedence over tables and calibrated fits.
-        activation_domain: ``"table"`` uses the shipped neurons on the paper's domains (no fitting);
-            ``"calibrated"`` fits one neuron per activation function on the union of its sites'
-            calibrated intervals (best recipe, a few seconds each, cached per T);
-            :func:`mbe.set_timesteps` then fits for a new T once.
+        activation_domain: ``"auto"`` (default) fits one neuron per activation function on the union of
+            its sites' calibrated intervals (rounded outward to 3 significant bits) when that is at most a
+            quarter of the shipped table's domain, else uses the table; ``"table"`` always uses the shipped
+            neurons on the paper's domains (no fitting); ``"calibrated"`` always fits on the exact union.
+            Fits take seconds and are cached on disk (:func:`mbe.tables.fitted_on_domain`), so a
+            domain/N/T is fitted once per machine.
     """
 
     timesteps: int = 16
@@ -53,13 +56,14 @@ class ConversionConfig:
     refine: int = 1
     row_scaling: bool = True
     budget_mb: float = 256.0
-    activation_domain: str = "table"
+    activation_domain: str = "auto"
     neurons: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.activation_domain not in ("table", "calibrated"):
+        if self.activation_domain not in ACTIVATION_DOMAINS:
             raise ValueError(
-                f"ConversionConfig.activation_domain must be 'table' or 'calibrated', got {self.activation_domain!r}"
+                f"ConversionConfig.activation_domain must be one of {ACTIVATION_DOMAINS}, "
+                f"got {self.activation_domain!r}"
             )
         check_mode(self.mode)
         check_timesteps(self.timesteps)

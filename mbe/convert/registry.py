@@ -15,9 +15,11 @@ checked against the module it replaced on the calibration batches (:mod:`mbe.con
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
+import torch
 from torch import nn
 
 from .config import SITE_KINDS
@@ -166,17 +168,39 @@ def linear_reason(module: nn.Module) -> Optional[str]:
     if not list(module.children()) and set(params) <= {"weight", "bias"} and "weight" in params:
         if params["weight"].dim() == 2 and cls.__name__.lower().endswith(("conv1d", "linear")):
             return "linear layer (weights untouched; exact on decoded spike trains)"
+    if isinstance(module, (nn.ModuleList, nn.ModuleDict, nn.Sequential, nn.ParameterList, nn.ParameterDict)):
+        return "container"
     buffers = dict(module.named_buffers(recurse=False))
     if "inv_freq" in buffers and not params:
         return "rotary position embedding (positions only)"
+    if params and any(not torch.is_floating_point(b) for b in buffers.values()) and not list(module.children()):
+        return "index lookup (a learned table indexed by positions)"
+    if params and _is_elementwise_affine(module, params):
+        return "elementwise affine (x * weight + bias: linear)"
     if not params and not buffers and not list(module.children()) and _is_identity(module):
         return "identity"
     return None
 
 
-def _is_identity(module: nn.Module) -> bool:
-    import torch
+def _is_elementwise_affine(module: nn.Module, params: dict) -> bool:
+    """Whether ``module`` computes ``x * weight (+ bias)`` (checked on a probe with random parameters)."""
+    if set(params) - {"weight", "bias"} or "weight" not in params or params["weight"].dim() != 1:
+        return False
+    probe = copy.deepcopy(module).float()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in probe.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+        x = torch.randn(3, 5, params["weight"].numel(), generator=gen)
+        try:
+            y = probe(x)
+        except Exception:
+            return False
+        ref = x * probe.weight + (probe.bias if "bias" in params else 0)
+        return isinstance(y, torch.Tensor) and y.shape == x.shape and bool(torch.allclose(y, ref, atol=1e-6))
 
+
+def _is_identity(module: nn.Module) -> bool:
     x = torch.linspace(-3, 3, 16).reshape(2, 8)
     try:
         with torch.no_grad():

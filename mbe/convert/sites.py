@@ -3,6 +3,7 @@ every spiking module of one model shares (``snn.mbe_state``)."""
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Optional
@@ -10,6 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..functions import get_function
 from ..stats import OpStats
 from .config import ConversionConfig
 
@@ -107,7 +109,7 @@ class ConversionState:
         self.sites: dict[str, Site] = {}
         self.calibrating = False
         self.analog: list[AnalogModule] = []
-        self.fitted: dict[tuple[str, int], object] = {}  # (function, T) -> neuron fitted on the calibrated domain
+        self.fitted: dict[tuple, object] = {}  # (function, T, domain) -> neuron fitted on a calibrated domain
         self.module_names: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
         self.inline_paused = 0  # > 0 while mbe's own code runs torch functions inside a model's forward
 
@@ -129,31 +131,62 @@ class ConversionState:
         cfg = self.config
         return {"timesteps": cfg.timesteps, "mode": cfg.mode, "stats": site.stats, "neurons": cfg.neurons or None}
 
-    def activation_neurons(self, function: str) -> Optional[dict]:
-        """``{function: neuron}`` fitted on the union of ``function``'s calibrated site intervals under
-        ``activation_domain='calibrated'`` (fitted once per T, cached), else ``None`` (the shipped tables)."""
+    def activation_domain(self, function: str) -> Optional[tuple[float, float]]:
+        """The domain ``function``'s neuron is fitted on, or ``None`` for the shipped table.
+
+        ``calibrated``: the union of the function's calibrated site intervals (widened by the margin).
+        ``auto``: that union rounded outward to 3 significant bits, when it is at most a quarter of the shipped
+        table's domain wide (the table would spend its levels where no input falls); else the table.
+        """
         cfg = self.config
         if cfg.activation_domain == "table":
             return None
-        key = (function, cfg.timesteps)
-        if key not in self.fitted:
-            from ..fitting import fit_neuron
+        spans = [
+            s.range("input", cfg.calibration_margin)
+            for s in self.sites.values()
+            if s.kind == "activation" and s.function == function and "input" in s.ranges
+        ]
+        spans = [(lo, hi) for lo, hi in spans if hi > lo]
+        if not spans:
+            return None
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        if cfg.activation_domain == "calibrated":
+            return (lo, hi)
+        lo, hi = _outward(lo), _outward(hi)
+        t_lo, t_hi = get_function(function).domain
+        if hi - lo > 0.25 * (t_hi - t_lo):
+            return None
+        return (lo, hi)
 
-            spans = [
-                s.range("input", cfg.calibration_margin)
-                for s in self.sites.values()
-                if s.kind == "activation" and s.function == function and "input" in s.ranges
-            ]
-            spans = [(lo, hi) for lo, hi in spans if hi > lo]
-            if not spans:
-                return None
-            lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-            self.fitted[key] = fit_neuron(
-                function, domain=(lo, hi), n_basis=cfg.n_basis.get(function), timesteps=cfg.timesteps
-            ).neuron
+    def activation_neurons(self, function: str) -> Optional[dict]:
+        """``{function: neuron}`` fitted on :meth:`activation_domain` (cached per T and on disk, see
+        :func:`mbe.tables.fitted_on_domain`), or ``None`` for the shipped table."""
+        cfg = self.config
+        domain = self.activation_domain(function)
+        if domain is None:
+            return None
+        key = (function, cfg.timesteps, domain)
+        if key not in self.fitted:
+            from ..tables import fitted_on_domain
+
+            self.fitted[key] = fitted_on_domain(function, domain, cfg.n_basis.get(function), cfg.timesteps)
         return {function: self.fitted[key]}
+
+    def fitted_neuron(self, function: str):
+        """The neuron fitted for ``function`` at the current T, if one was (for the report)."""
+        domain = self.activation_domain(function)
+        return None if domain is None else self.fitted.get((function, self.config.timesteps, domain))
 
     def fit_activation_neurons(self) -> None:
         """Under ``activation_domain='calibrated'``, fit every activation function's neuron for the current T."""
         for fn in sorted({s.function for s in self.sites.values() if s.kind == "activation"}):
             self.activation_neurons(fn)
+
+
+def _outward(v: float, bits: int = 3) -> float:
+    """``v`` rounded away from zero to ``bits`` significant binary digits (at most 1/4 wider for 3 bits),
+    so calibrated domains of similar models share cached fits; 0 stays 0."""
+    if v == 0:
+        return 0.0
+    step = 2.0 ** (math.floor(math.log2(abs(v))) - (bits - 1))
+    return math.copysign(math.ceil(abs(v) / step) * step, v)

@@ -251,15 +251,30 @@ def _spiking_normalize(
         rng = _symmetric(v, rng_given, f"{name}.input")
     stats, mode, budget_mb, neurons = kw["stats"], kw["mode"], kw["budget_mb"], kw["neurons"]
     # float64 from the squares to the rsqrt neuron, so event and fused feed it the same number
+    # silent zeros: an exactly-zero entry (a whole zero row too) contributes exactly 0, as in the ANN
     mean_sq = spiking_mul(
-        v, v, ranges=(rng, rng), name=f"{name}.square", timesteps=timesteps, out_dtype=torch.float64, **kw
+        v,
+        v,
+        ranges=(rng, rng),
+        name=f"{name}.square",
+        timesteps=timesteps,
+        out_dtype=torch.float64,
+        silent_zeros=True,
+        **kw,
     ).mean(dims, keepdim=True)
     rs, half_e = _even_exponent_rsqrt(
         mean_sq + eps_row, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode, budget_mb, neurons
     )
     return torch.ldexp(
         spiking_mul(
-            v, rs, ranges=(rng, RSQRT_RANGE), name=f"{name}.product", timesteps=timesteps, out_dtype=v.dtype, **kw
+            v,
+            rs,
+            ranges=(rng, RSQRT_RANGE),
+            name=f"{name}.product",
+            timesteps=timesteps,
+            out_dtype=v.dtype,
+            silent_zeros=True,
+            **kw,
         ),
         -half_e,
     )

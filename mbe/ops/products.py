@@ -65,6 +65,7 @@ def spiking_mul(
     name: str = "mul",
     neurons: Optional[Mapping[str, SpikingNeuron]] = None,
     out_dtype: Optional[torch.dtype] = None,
+    silent_zeros: bool = False,
 ) -> Tensor:
     """Elementwise spiking product ``a * b`` (broadcasting like ``torch.mul``).
 
@@ -79,6 +80,8 @@ def spiking_mul(
         budget_mb: event mode's memory budget per tile.
         neurons: optional ``{"identity": neuron}`` replacing the shipped identity neuron (e.g. an FS one).
         out_dtype: result dtype (default: the operands' promoted dtype; the arithmetic is float64).
+        silent_zeros: exact zeros in either operand emit no spikes and decode to exactly 0, so their
+            products are exactly 0 (e.g. an all-zero row into a norm).
     Returns:
         tensor of the broadcast shape.
     """
@@ -90,8 +93,12 @@ def spiking_mul(
     ra = resolve_range(a, ranges[0], f"{name}.a")
     rb = resolve_range(b, ranges[1], f"{name}.b")
     if mode == "fused":
-        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons)
-        eb = ea if (b is a and rb == ra) else encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
+        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
+        eb = (
+            ea
+            if (b is a and rb == ra)
+            else encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
+        )
         out = (ea.decoded * eb.decoded).to(out_dtype or torch.result_type(a, b))
         _finish(
             stats,
@@ -107,7 +114,9 @@ def spiking_mul(
             macs=shape.numel(),
         )
         return out
-    out = _event_mul(a.expand(shape), b.expand(shape), ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons)
+    out = _event_mul(
+        a.expand(shape), b.expand(shape), ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons, silent_zeros
+    )
     return out.to(out_dtype or torch.result_type(a, b))
 
 
@@ -133,7 +142,7 @@ def event_mul_chunk(numel: int, slots: int, budget_mb: float) -> int:
     return max(1, min(numel, int(budget_mb * 2**20 // per_elem)))
 
 
-def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons):
+def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons, silent_zeros=False):
     shape = a.shape
     af, bf = a.reshape(-1), b.reshape(-1)
     numel = af.numel()
@@ -143,8 +152,12 @@ def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons
     sums = {"a_spikes": 0, "b_spikes": 0, "a_sat": 0, "b_sat": 0, "pairs": 0}
     for start in range(0, numel, chunk):
         sl = slice(start, start + chunk)
-        ea = encode(af[sl], ra, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons)
-        eb = encode(bf[sl], rb, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons)
+        ea = encode(
+            af[sl], ra, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons, silent_zeros=silent_zeros
+        )
+        eb = encode(
+            bf[sl], rb, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons, silent_zeros=silent_zeros
+        )
         sa, sb = ea.spikes, eb.spikes  # [K, c] binary
         dmat = ea.intensity[:, None] * eb.intensity[None, :]  # D_kj, [K, K]
         pair = (sa * (dmat @ sb)).sum(0)  # sum_k S^a_k sum_j D_kj S^b_j

@@ -7,7 +7,8 @@
 - ``mbe.zoo.roberta`` (``roberta-tweets``): a 2-layer RoBERTa trained from scratch on the same tweets.
 - ``mbe.zoo.nlg`` (``gpt2-pydocs``): a small GPT-2 trained from scratch on the Python docs' topics.
 - ``mbe.zoo.smollm2`` (``smollm2-135m``): the pretrained SmolLM2-135M (optional extra, see its docstring).
-- ``mbe.zoo.hub``: the paper's hub models and data sets (needs a network), and ``tiny_model(arch)``.
+- ``mbe.zoo.hub``: the paper's hub models and data sets (needs a network).
+- ``mbe.zoo.tiny``: ``tiny_model(arch)``, small random models of 32 transformers architectures (tests, support matrix).
 
 Each zoo module has ``load()``, ``batches(split)``, ``train()`` and ``info()`` (the trained ones also ``save()``;
 the language models ``eval_tokens()``); each trained model is

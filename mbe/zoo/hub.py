@@ -1,9 +1,9 @@
 """The hub path: the paper's own models and data sets, fetched with ``from_pretrained`` and HF ``datasets``.
 
 Needs a network (and realistically a GPU); offline every loader raises :class:`ZooError` saying what was
-unreachable and what works offline instead. :func:`tiny_model` builds small randomly initialised models
-of the same five architectures, which is how this path (conversion of each architecture) is tested
-without a network.
+unreachable and what works offline instead. :func:`mbe.zoo.tiny.tiny_model` builds small randomly initialised models
+of the same architectures (and 26 more), which is how conversion of each architecture is tested without a
+network.
 
 =====================  ==================================  ====================================
 name                   model                               data (split)
@@ -177,93 +177,3 @@ class HubModel:
             windows = windows[:limit] if limit is not None else windows
             return [{"input_ids": windows[i : i + batch_size]} for i in range(0, len(windows), batch_size)]
         return batches(self.NAME, batch_size, limit, labels, tail=split == "train")
-
-
-def tiny_model(arch: str, seed: int = 0):
-    """A small randomly initialised model of one of the six architectures and an example batch.
-
-    ``arch`` is ``vit``, ``bert``, ``roberta``, ``gpt2``, ``llama`` or ``resnet`` (a CNN: ReLU, max
-    pooling). The batch's second row is padded (positions 6-8 masked) for the encoders, so padding
-    handling is exercised too.
-    """
-    from transformers import (
-        BertConfig,
-        BertForSequenceClassification,
-        GPT2Config,
-        GPT2LMHeadModel,
-        LlamaConfig,
-        LlamaForCausalLM,
-        RobertaConfig,
-        RobertaForSequenceClassification,
-        ViTConfig,
-        ViTForImageClassification,
-    )
-
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 100, (2, 9), generator=gen)
-    pad = torch.ones(2, 9, dtype=torch.long)
-    pad[1, 6:] = 0
-    torch.manual_seed(seed)
-    if arch == "vit":
-        cfg = ViTConfig(
-            image_size=16,
-            patch_size=4,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            num_labels=3,
-        )
-        return ViTForImageClassification(cfg), {"pixel_values": torch.randn(2, 3, 16, 16, generator=gen)}
-    if arch == "bert":
-        cfg = BertConfig(
-            vocab_size=100,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=32,
-            num_labels=2,
-        )
-        return BertForSequenceClassification(cfg), {"input_ids": ids, "attention_mask": pad}
-    if arch == "roberta":
-        cfg = RobertaConfig(
-            vocab_size=110,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=40,
-            num_labels=2,
-            pad_token_id=1,
-        )
-        return RobertaForSequenceClassification(cfg), {"input_ids": ids + 2, "attention_mask": pad}
-    if arch == "gpt2":
-        return GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32)), {
-            "input_ids": ids
-        }
-    if arch == "llama":
-        cfg = LlamaConfig(
-            vocab_size=100,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=32,
-        )
-        return LlamaForCausalLM(cfg), {"input_ids": ids}
-    if arch == "resnet":
-        from transformers import ResNetConfig, ResNetForImageClassification
-
-        cfg = ResNetConfig(
-            num_channels=3,
-            embedding_size=8,
-            hidden_sizes=[8, 16],
-            depths=[1, 1],
-            layer_type="basic",
-            hidden_act="relu",
-            num_labels=3,
-        )
-        return ResNetForImageClassification(cfg).eval(), {"pixel_values": torch.randn(2, 3, 32, 32, generator=gen)}
-    raise ValueError(f"tiny_model: unknown architecture {arch!r}; use one of vit, bert, roberta, gpt2, llama, resnet")

@@ -165,8 +165,8 @@ def register_attention() -> None:
 def route_attention(snn: nn.Module) -> Optional[str]:
     """Switch ``snn`` to :data:`ATTENTION_NAME`; returns why it could not (``None`` when it did)."""
     setter = getattr(snn, "set_attn_implementation", None)
-    if setter is None:
-        return "not a transformers model: attention modules, if any, do not use transformers' AttentionInterface"
+    if setter is None:  # not a transformers model: attention, if any, is caught as inline softmax/SDPA calls
+        return None
     can = getattr(snn, "_can_set_attn_implementation", lambda: True)
     if not can():
         return (

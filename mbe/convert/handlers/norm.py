@@ -14,6 +14,7 @@ nothing else. A copy with random weight and bias is run on a random probe and co
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Optional
 
 import torch
@@ -24,6 +25,8 @@ from ..base import SiteModule
 from ..registry import SiteSpec, register_site
 
 EPS_NAMES = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps")
+#: tried on the probe when a norm keeps its epsilon in code, not in an attribute
+EPS_CANDIDATES = (1e-5, 1e-6, 1e-12, 1e-8, 1e-3)
 
 
 def _eps(module: nn.Module) -> Optional[float]:
@@ -46,47 +49,61 @@ def _formula(x: Tensor, eps: float, centered: bool, offset: float, weight, bias)
     return y.to(x.dtype)
 
 
+def _size(module: nn.Module, params: dict) -> Optional[int]:
+    if "weight" in params:
+        w = params["weight"]
+        return w.numel() if w.dim() == 1 else None
+    shape = getattr(module, "normalized_shape", None)
+    if isinstance(shape, int):
+        return shape
+    if isinstance(shape, (tuple, list)) and len(shape) == 1 and isinstance(shape[0], int):
+        return shape[0]
+    return None
+
+
 def norm_spec(module: nn.Module) -> Optional[SiteSpec]:
-    """The norm ``module`` computes (see the module docstring), or ``None``."""
+    """The norm ``module`` computes (see the module docstring), or ``None``.
+
+    The normalised dimension is the last (``[..., H]``) or, for channels-first norms (ConvNeXt), dim 1
+    (``[B, H, ...]``); both are tried on the probe.
+    """
     if list(module.children()) or list(module.named_buffers(recurse=False)):
         return None
     params = dict(module.named_parameters(recurse=False))
-    if isinstance(module, nn.LayerNorm):
-        if len(module.normalized_shape) != 1:
-            return None
-        size = module.normalized_shape[0]
-    else:
-        weight = params.get("weight")
-        if weight is None or weight.dim() != 1 or not set(params) <= {"weight", "bias"}:
-            return None
-        if "bias" in params and params["bias"].shape != weight.shape:
-            return None
-        size = weight.numel()
-    eps = _eps(module)
-    if eps is None:
+    if not set(params) <= {"weight", "bias"} or ("bias" in params and "weight" not in params):
         return None
+    size = _size(module, params)
+    if size is None or ("bias" in params and params["bias"].shape != params["weight"].shape):
+        return None
+    eps = _eps(module)
+    candidates = (eps,) if eps is not None else EPS_CANDIDATES  # a hard-coded eps (OLMo) is found on the probe
     probe = copy.deepcopy(module).float()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in probe.parameters():  # random weights tell `w` from `1 + w` whatever the model's init
             p.copy_(torch.randn(p.shape, generator=gen))
-        x = torch.randn(3, 5, size, generator=gen) * 3 + 1
-        try:
-            y = probe(x)
-        except Exception:
-            return None
-        if not isinstance(y, Tensor) or y.shape != x.shape:
-            return None
         w, b = getattr(probe, "weight", None), getattr(probe, "bias", None)
-        for centered in (True, False):
-            for offset in (0.0, 1.0):
-                ref = _formula(x, eps, centered, offset, w, b)
+        w = w if isinstance(w, Tensor) else None
+        b = b if isinstance(b, Tensor) else None
+        for dim, shape in ((-1, (3, 5, size)), (1, (2, size, 3, 3))):
+            x = torch.randn(*shape, generator=gen)
+            x = torch.cat([x * 3 + 1, x * 1e-3])  # small rows make eps visible
+            try:
+                y = probe(x)
+            except Exception:
+                continue
+            if not isinstance(y, Tensor) or y.shape != x.shape:
+                continue
+            for centered, offset, eps in itertools.product((True, False), (0.0, 1.0), candidates):
+                if offset and w is None:
+                    continue
+                ref = _formula(x.movedim(dim, -1), eps, centered, offset, w, b).movedim(-1, dim)
                 if float((ref - y).abs().max()) <= 1e-4 * float(y.abs().max()):
                     kind = "layer_norm" if centered else "rms_norm"
                     operator = f"spiking_{kind}" + (" (1 + weight)" if offset else "")
-                    return SiteSpec(
-                        "rsqrt", operator, {"centered": centered, "offset": offset, "eps": eps, "size": size}
-                    )
+                    operator += " (channels first)" if dim == 1 else ""
+                    details = {"centered": centered, "offset": offset, "eps": eps, "size": size, "dim": dim}
+                    return SiteSpec("rsqrt", operator, details)
     return None
 
 
@@ -100,11 +117,12 @@ class SpikingNorm(SiteModule):
         self.offset = spec.details["offset"]
         self.eps = spec.details["eps"]
         self.size = spec.details["size"]
+        self.dim = spec.details.get("dim", -1)
         self.weight = getattr(original, "weight", None)
         self.bias = getattr(original, "bias", None)
 
     def observe(self, x: Tensor) -> None:
-        xf = x.float()
+        xf = x.float().movedim(self.dim, -1)
         self.site.observe(
             "centered" if self.centered else "input", xf - xf.mean(-1, keepdim=True) if self.centered else xf
         )
@@ -115,9 +133,14 @@ class SpikingNorm(SiteModule):
         return self.weight.float() + self.offset if self.offset else self.weight.float()
 
     def reference(self, x: Tensor) -> Tensor:
-        return _formula(x, self.eps, self.centered, self.offset, self.weight, self.bias)
+        return _formula(x.movedim(self.dim, -1), self.eps, self.centered, self.offset, self.weight, self.bias).movedim(
+            -1, self.dim
+        )
 
     def spiking(self, x: Tensor) -> Tensor:
+        return self._spiking(x.movedim(self.dim, -1)).movedim(-1, self.dim)
+
+    def _spiking(self, x: Tensor) -> Tensor:
         cfg, site = self.state.config, self.site
         xf = x.float()
         common = dict(
