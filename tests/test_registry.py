@@ -184,3 +184,46 @@ def test_support_matrix_every_architecture(tmp_path):
     assert (frame.rel_error_T16 <= 0.05).all(), frame[frame.rel_error_T16 > 0.05][["arch", "rel_error_T16"]]
     csv, md = write_support_matrix(frame, tmp_path)
     assert "| vit |" in md.read_text() and csv.stat().st_size > 0
+
+
+class _Norm(nn.Module):  # a user's own RMSNorm, written from scratch
+    def __init__(self, d):
+        super().__init__()
+        self.scale = nn.Parameter(torch.rand(d) + 0.5)
+        self.eps = 1e-6
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.scale
+
+
+class _Block(nn.Module):  # attention and MLP with softmax and GELU written inline
+    def __init__(self, d=16, heads=2):
+        super().__init__()
+        self.heads, self.norm1, self.norm2 = heads, nn.LayerNorm(d), _Norm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, dim=-1)
+        x = x + self.proj((att @ v).transpose(1, 2).reshape(b, n, d))
+        return x + self.fc2(nn.functional.gelu(self.fc1(self.norm2(x))))
+
+
+def test_a_model_outside_the_matrix_converts_by_its_building_blocks():
+    """A hand-written transformer (no transformers classes): a user's own RMSNorm whose scale is called
+    `scale`, a LayerNorm, softmax and GELU written inline: all become sites, nothing stays analog."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), _Block(), _Block()).eval()
+    batch = {"input": torch.randn(2, 5, 8)}
+    snn = mbe.convert(model, [batch], progress=False)
+    report = mbe.conversion_report(snn)
+    sites = report[report.kind.isin(["norm", "activation", "attention"])]
+    assert sites.spiking.all() and not (report.kind == "analog").any()
+    assert set(sites[sites.handler == "inline-call"].site) == {"1:softmax", "1:gelu", "2:softmax", "2:gelu"}
+    assert set(sites[sites.kind == "norm"].site) == {"1.norm1", "1.norm2", "2.norm1", "2.norm2"}
+    assert set(snn.state_dict()) == set(model.state_dict())  # `scale` kept under its own name
+    with torch.no_grad():
+        a, s = model(**batch), snn(**batch)
+    assert float((s - a).norm() / a.norm()) < 0.05

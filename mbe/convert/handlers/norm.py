@@ -50,9 +50,9 @@ def _formula(x: Tensor, eps: float, centered: bool, offset: float, weight, bias)
 
 
 def _size(module: nn.Module, params: dict) -> Optional[int]:
-    if "weight" in params:
-        w = params["weight"]
-        return w.numel() if w.dim() == 1 else None
+    if params:
+        sizes = {p.numel() for p in params.values()}
+        return sizes.pop() if len(sizes) == 1 and all(p.dim() == 1 for p in params.values()) else None
     shape = getattr(module, "normalized_shape", None)
     if isinstance(shape, int):
         return shape
@@ -61,19 +61,28 @@ def _size(module: nn.Module, params: dict) -> Optional[int]:
     return None
 
 
+def _roles(names: list[str]) -> list[tuple[Optional[str], Optional[str]]]:
+    """Which parameter could be the scale and which the shift (whatever they are called)."""
+    if not names:
+        return [(None, None)]
+    if len(names) == 1:
+        return [(names[0], None)]
+    return [(names[0], names[1]), (names[1], names[0])]
+
+
 def norm_spec(module: nn.Module) -> Optional[SiteSpec]:
     """The norm ``module`` computes (see the module docstring), or ``None``.
 
-    The normalised dimension is the last (``[..., H]``) or, for channels-first norms (ConvNeXt), dim 1
-    (``[B, H, ...]``); both are tried on the probe.
+    Candidates hold at most two 1-D parameters of one size (the scale and the shift, whatever their
+    names) and no buffers or children. The normalised dimension is the last (``[..., H]``) or, for
+    channels-first norms (ConvNeXt), dim 1 (``[B, H, ...]``); both are tried on the probe, and so are the
+    usual epsilons when the module keeps its own in code rather than in an attribute.
     """
     if list(module.children()) or list(module.named_buffers(recurse=False)):
         return None
     params = dict(module.named_parameters(recurse=False))
-    if not set(params) <= {"weight", "bias"} or ("bias" in params and "weight" not in params):
-        return None
     size = _size(module, params)
-    if size is None or ("bias" in params and params["bias"].shape != params["weight"].shape):
+    if size is None or len(params) > 2:
         return None
     eps = _eps(module)
     candidates = (eps,) if eps is not None else EPS_CANDIDATES  # a hard-coded eps (OLMo) is found on the probe
@@ -82,9 +91,7 @@ def norm_spec(module: nn.Module) -> Optional[SiteSpec]:
     with torch.no_grad():
         for p in probe.parameters():  # random weights tell `w` from `1 + w` whatever the model's init
             p.copy_(torch.randn(p.shape, generator=gen))
-        w, b = getattr(probe, "weight", None), getattr(probe, "bias", None)
-        w = w if isinstance(w, Tensor) else None
-        b = b if isinstance(b, Tensor) else None
+        probe_params = dict(probe.named_parameters(recurse=False))
         for dim, shape in ((-1, (3, 5, size)), (1, (2, size, 3, 3))):
             x = torch.randn(*shape, generator=gen)
             x = torch.cat([x * 3 + 1, x * 1e-3])  # small rows make eps visible
@@ -94,22 +101,33 @@ def norm_spec(module: nn.Module) -> Optional[SiteSpec]:
                 continue
             if not isinstance(y, Tensor) or y.shape != x.shape:
                 continue
-            for centered, offset, eps in itertools.product((True, False), (0.0, 1.0), candidates):
-                if offset and w is None:
+            for (wn, bn), centered, offset, eps in itertools.product(
+                _roles(list(params)), (True, False), (0.0, 1.0), candidates
+            ):
+                if offset and wn is None:
                     continue
+                w, b = probe_params.get(wn), probe_params.get(bn)
                 ref = _formula(x.movedim(dim, -1), eps, centered, offset, w, b).movedim(-1, dim)
                 if float((ref - y).abs().max()) <= 1e-4 * float(y.abs().max()):
                     kind = "layer_norm" if centered else "rms_norm"
                     operator = f"spiking_{kind}" + (" (1 + weight)" if offset else "")
                     operator += " (channels first)" if dim == 1 else ""
-                    details = {"centered": centered, "offset": offset, "eps": eps, "size": size, "dim": dim}
+                    details = {
+                        "centered": centered,
+                        "offset": offset,
+                        "eps": eps,
+                        "size": size,
+                        "dim": dim,
+                        "weight": wn,
+                        "bias": bn,
+                    }
                     return SiteSpec("rsqrt", operator, details)
     return None
 
 
 class SpikingNorm(SiteModule):
-    """A LayerNorm or RMSNorm (``weight`` or ``1 + weight``) with spiking operators; keeps ``weight`` and
-    ``bias`` (the same Parameters, so ``state_dict`` is the original's)."""
+    """A LayerNorm or RMSNorm (scale ``w`` or ``1 + w``, optional shift) with spiking operators; the
+    original's parameters stay registered under their own names (so ``state_dict`` is the original's)."""
 
     def __init__(self, original: nn.Module, spec: SiteSpec, site, state):
         super().__init__(original, site, state)
@@ -118,8 +136,16 @@ class SpikingNorm(SiteModule):
         self.eps = spec.details["eps"]
         self.size = spec.details["size"]
         self.dim = spec.details.get("dim", -1)
-        self.weight = getattr(original, "weight", None)
-        self.bias = getattr(original, "bias", None)
+        self.weight_name, self.bias_name = spec.details.get("weight"), spec.details.get("bias")
+
+    @property
+    def scale_param(self) -> Optional[Tensor]:
+        """The original's scale parameter (registered on this module under its own name)."""
+        return getattr(self, self.weight_name) if self.weight_name else None
+
+    @property
+    def shift_param(self) -> Optional[Tensor]:
+        return getattr(self, self.bias_name) if self.bias_name else None
 
     def observe(self, x: Tensor) -> None:
         xf = x.float().movedim(self.dim, -1)
@@ -128,12 +154,14 @@ class SpikingNorm(SiteModule):
         )
 
     def _scale(self) -> Optional[Tensor]:
-        if self.weight is None:
+        w = self.scale_param
+        if w is None:
             return None
-        return self.weight.float() + self.offset if self.offset else self.weight.float()
+        return w.float() + self.offset if self.offset else w.float()
 
     def reference(self, x: Tensor) -> Tensor:
-        return _formula(x.movedim(self.dim, -1), self.eps, self.centered, self.offset, self.weight, self.bias).movedim(
+        xt = x.movedim(self.dim, -1)
+        return _formula(xt, self.eps, self.centered, self.offset, self.scale_param, self.shift_param).movedim(
             -1, self.dim
         )
 
@@ -151,7 +179,7 @@ class SpikingNorm(SiteModule):
             **self.state.op_kwargs(site),
         )
         scale = self._scale()
-        bias = self.bias.float() if self.bias is not None else None
+        bias = self.shift_param.float() if self.shift_param is not None else None
         if self.centered:
             y = ops.spiking_layer_norm(
                 xf,
