@@ -58,8 +58,7 @@ def convert(
     state = ConversionState(config)
     _swap_modules(snn, state)
     for name, module in snn.named_modules():
-        OWNERS[module] = (state, name)
-        state.module_names[module] = name
+        OWNERS[module] = (state, name)  # how the attention function finds its site
     note = route_attention(snn)
     if note is not None:
         state.analog.append(AnalogModule("(attention)", type(snn).__name__, note))

@@ -4,12 +4,11 @@ every spiking module of one model shares (``snn.mbe_state``)."""
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..functions import get_function
 from ..stats import OpStats
@@ -110,7 +109,6 @@ class ConversionState:
         self.calibrating = False
         self.analog: list[AnalogModule] = []
         self.fitted: dict[tuple, object] = {}  # (function, T, domain) -> neuron fitted on a calibrated domain
-        self.module_names: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
         self.inline_paused = 0  # > 0 while mbe's own code runs torch functions inside a model's forward
 
     def new_site(self, name: str, kind: str, function: str, operator: str, handler: str, module_class: str) -> Site:
