@@ -2,7 +2,9 @@
 
 - ``pytest -m "not slow"``: the fast tier (under 90 s on 2 cores), to run after every change. It runs the
   neurons' eager path (``MBE_COMPILE=0``): ``torch.compile`` costs about a minute of compiling per process
-  on 2 cores, and the compiled path is proven bit-identical to the eager one by a slow test.
+  on 2 cores, and the compiled path is proven bit-identical to the eager one by a slow test. Neurons fitted
+  on calibrated domains use one restart and a short schedule (``MBE_QUICK_FITS=1``; cached on disk apart
+  from full fits, so a second run fits nothing).
 - ``pytest``: everything (the README's test command and what ``.ci/run`` runs): notebooks under papermill,
   the compiled path, the real zoo models, long fits, the benchmark harness and the browser test.
 
@@ -23,6 +25,7 @@ def _fast_tier(config) -> bool:
 def pytest_configure(config):
     if _fast_tier(config):
         os.environ.setdefault("MBE_COMPILE", "0")
+        os.environ.setdefault("MBE_QUICK_FITS", "1")
 
 
 def pytest_collection_modifyitems(config, items):
