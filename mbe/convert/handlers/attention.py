@@ -107,12 +107,13 @@ def spiking_attention(
             return original_attention(module)(
                 module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
             )
-        return _spiking(state, site, query, key, value, attention_mask, scaling, position_bias, softcap)
+        return spiking_core(state, site, query, key, value, attention_mask, scaling, position_bias, softcap)
     finally:
         state.inline_paused -= 1
 
 
-def _spiking(state, site, query, key, value, mask, scaling, position_bias=None, softcap=None, causal=False):
+def spiking_core(state, site, query, key, value, mask, scaling, position_bias=None, softcap=None, causal=False):
+    """Spiking ``softmax(Q K^T s + b + M) V`` for one site (shapes as in the module docstring)."""
     cfg = state.config
     heads = query.shape[1]
     key, value = repeat_kv(key, heads), repeat_kv(value, heads)

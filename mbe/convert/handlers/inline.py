@@ -119,7 +119,7 @@ def _softmax(state, site_name, module, func, args, kwargs):
 
 
 def _sdpa(state, site_name, module, func, args, kwargs):
-    from .attention import _spiking, exact_attention
+    from .attention import exact_attention, spiking_core
 
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
     bound = dict(zip(names, args, strict=False)) | kwargs
@@ -149,4 +149,4 @@ def _sdpa(state, site_name, module, func, args, kwargs):
         return out
     if not site.spiking or bound.get("dropout_p", 0.0) or bound.get("enable_gqa", False):
         return func(*args, **kwargs)
-    return _spiking(state, site, q, k, v, mask, scale, causal=causal)[0].transpose(1, 2)
+    return spiking_core(state, site, q, k, v, mask, scale, causal=causal)[0].transpose(1, 2)
