@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
@@ -208,7 +208,3 @@ def _is_identity(module: nn.Module) -> bool:
     except Exception:
         return False
     return isinstance(y, torch.Tensor) and y.shape == x.shape and bool(torch.equal(y, x))
-
-
-def describe(answer: Any) -> str:
-    return answer.reason if isinstance(answer, Unsupported) else answer.operator
