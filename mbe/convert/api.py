@@ -114,6 +114,7 @@ def calibrate(snn: nn.Module, calibration: Iterable[dict], progress: bool = True
     batches = _batches(calibration)
     for site in state.sites.values():
         site.reference_error, site.analog_reason = None, ""
+    state.fitted.clear()  # new ranges: the activation neurons are resolved again after calibration
     it = batches
     if progress:
         from tqdm.auto import tqdm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..neuron.base import validate_counts
 from ..ops.encoding import check_mode
 
 #: the kinds of spiking site a converted model has
@@ -12,8 +13,7 @@ ACTIVATION_DOMAINS = ("auto", "table", "calibrated")
 
 
 def check_timesteps(timesteps) -> None:
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= 64:
-        raise ValueError(f"timesteps must be an integer in [1, 64], got {timesteps!r}")
+    validate_counts(1, timesteps)
 
 
 @dataclass

@@ -182,15 +182,23 @@ def linear_reason(module: nn.Module) -> Optional[str]:
     return None
 
 
-def _is_elementwise_affine(module: nn.Module, params: dict) -> bool:
-    """Whether ``module`` computes ``x * weight (+ bias)`` (checked on a probe with random parameters)."""
-    if set(params) - {"weight", "bias"} or "weight" not in params or params["weight"].dim() != 1:
-        return False
+def random_copy(module: nn.Module) -> tuple[nn.Module, torch.Generator]:
+    """A float32 copy of ``module`` with seeded random parameters (so a probe tells, e.g., ``w`` from
+    ``1 + w`` whatever the model's init), and the generator to draw probe inputs from."""
     probe = copy.deepcopy(module).float()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in probe.parameters():
             p.copy_(torch.randn(p.shape, generator=gen))
+    return probe, gen
+
+
+def _is_elementwise_affine(module: nn.Module, params: dict) -> bool:
+    """Whether ``module`` computes ``x * weight (+ bias)`` (checked on a probe with random parameters)."""
+    if set(params) - {"weight", "bias"} or "weight" not in params or params["weight"].dim() != 1:
+        return False
+    probe, gen = random_copy(module)
+    with torch.no_grad():
         x = torch.randn(3, 5, params["weight"].numel(), generator=gen)
         try:
             y = probe(x)

@@ -108,7 +108,9 @@ class ConversionState:
         self.sites: dict[str, Site] = {}
         self.calibrating = False
         self.analog: list[AnalogModule] = []
-        self.fitted: dict[tuple, object] = {}  # (function, T, domain) -> neuron fitted on a calibrated domain
+        # (function, T) -> the neuron fitted on its calibrated domain, or None for the shipped table;
+        # resolved once per T (not per forward) and cleared when calibration changes the ranges
+        self.fitted: dict[tuple[str, int], object] = {}
         self.inline_paused = 0  # > 0 while mbe's own code runs torch functions inside a model's forward
 
     def new_site(self, name: str, kind: str, function: str, operator: str, handler: str, module_class: str) -> Site:
@@ -159,21 +161,21 @@ class ConversionState:
     def activation_neurons(self, function: str) -> Optional[dict]:
         """``{function: neuron}`` fitted on :meth:`activation_domain` (cached per T and on disk, see
         :func:`mbe.tables.fitted_on_domain`), or ``None`` for the shipped table."""
+        neuron = self.fitted_neuron(function)
+        return None if neuron is None else {function: neuron}
+
+    def fitted_neuron(self, function: str):
+        """The neuron fitted for ``function`` at the current T, or ``None`` (the shipped table)."""
         cfg = self.config
-        domain = self.activation_domain(function)
-        if domain is None:
-            return None
-        key = (function, cfg.timesteps, domain)
+        key = (function, cfg.timesteps)
         if key not in self.fitted:
             from ..tables import fitted_on_domain
 
-            self.fitted[key] = fitted_on_domain(function, domain, cfg.n_basis.get(function), cfg.timesteps)
-        return {function: self.fitted[key]}
-
-    def fitted_neuron(self, function: str):
-        """The neuron fitted for ``function`` at the current T, if one was (for the report)."""
-        domain = self.activation_domain(function)
-        return None if domain is None else self.fitted.get((function, self.config.timesteps, domain))
+            domain = self.activation_domain(function)
+            self.fitted[key] = (
+                None if domain is None else fitted_on_domain(function, domain, cfg.n_basis.get(function), cfg.timesteps)
+            )
+        return self.fitted[key]
 
     def fit_activation_neurons(self) -> None:
         """Under ``activation_domain='calibrated'``, fit every activation function's neuron for the current T."""

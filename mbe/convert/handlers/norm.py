@@ -13,7 +13,6 @@ nothing else. A copy with random weight and bias is run on a random probe and co
 
 from __future__ import annotations
 
-import copy
 import itertools
 from typing import Optional
 
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 
 from ... import ops
 from ..base import SiteModule
-from ..registry import SiteSpec, register_site
+from ..registry import SiteSpec, random_copy, register_site
 
 EPS_NAMES = ("eps", "variance_epsilon", "epsilon", "layer_norm_eps")
 #: tried on the probe when a norm keeps its epsilon in code, not in an attribute
@@ -86,11 +85,8 @@ def norm_spec(module: nn.Module) -> Optional[SiteSpec]:
         return None
     eps = _eps(module)
     candidates = (eps,) if eps is not None else EPS_CANDIDATES  # a hard-coded eps (OLMo) is found on the probe
-    probe = copy.deepcopy(module).float()
-    gen = torch.Generator().manual_seed(0)
+    probe, gen = random_copy(module)
     with torch.no_grad():
-        for p in probe.parameters():  # random weights tell `w` from `1 + w` whatever the model's init
-            p.copy_(torch.randn(p.shape, generator=gen))
         probe_params = dict(probe.named_parameters(recurse=False))
         for dim, shape in ((-1, (3, 5, size)), (1, (2, size, 3, 3))):
             x = torch.randn(*shape, generator=gen)
