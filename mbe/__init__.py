@@ -5,6 +5,7 @@ from .convert import (
     ConversionWarning,
     conversion_report,
     convert,
+    error_budget,
     register_site,
     set_timesteps,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "TableKey",
     "ConversionConfig",
     "conversion_report",
+    "error_budget",
     "convert",
     "set_timesteps",
     "register_site",

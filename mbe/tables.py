@@ -294,8 +294,27 @@ def fit_cache_dir() -> Path:
     return Path(root) / "fits"
 
 
+def neuron_for(function: str, n_basis: Optional[int] = None, timesteps: int = 16) -> MBENeuron:
+    """The shipped table for ``(function, N, T)`` when the package has one, else a neuron fitted on the
+    function's registry domain now (with a progress bar) and cached on disk (:func:`fitted_on_domain`), so
+    every T in [1, 64] and every N work. A shipped table that is corrupt or stale still raises
+    :class:`TableError`: only a missing one is fitted."""
+    spec = get_function(function)
+    n_basis = spec.n_basis if n_basis is None else n_basis
+    validate_counts(n_basis, timesteps)
+    if (SHIPPED_DIR / TableKey(function, n_basis, timesteps).filename).is_file():
+        return get_neuron(function, n_basis=n_basis, timesteps=timesteps)
+    return fitted_on_domain(function, spec.domain, n_basis, timesteps, progress=True)
+
+
 def fitted_on_domain(
-    function: str, domain, n_basis: Optional[int] = None, timesteps: int = 16, *, recipe: str = "best"
+    function: str,
+    domain,
+    n_basis: Optional[int] = None,
+    timesteps: int = 16,
+    *,
+    recipe: str = "best",
+    progress: bool = False,
 ) -> MBENeuron:
     """A neuron for ``function`` fitted on ``domain`` (``recipe``, seed 0), from the fit cache when it holds
     one (same function, domain, N, T, recipe, hash intact), else fitted now (seconds) and cached.
@@ -325,7 +344,7 @@ def fitted_on_domain(
                 return MBENeuron(params, record["timesteps"], function=function, domain=(lo, hi))
         except (TableError, KeyError, TypeError, ValueError):
             pass  # corrupt or foreign: refit below and overwrite
-    result = fit_neuron(function, domain=(lo, hi), n_basis=n_basis, timesteps=timesteps, recipe=rec)
+    result = fit_neuron(function, domain=(lo, hi), n_basis=n_basis, timesteps=timesteps, recipe=rec, progress=progress)
     try:
         save_table(result, folder)
     except OSError:

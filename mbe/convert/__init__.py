@@ -20,11 +20,12 @@ spike train with intensities computes the same sum).
 
 Layout: :mod:`.config` (:class:`ConversionConfig`), :mod:`.sites` (:class:`Site`, the shared state),
 :mod:`.base` (:class:`SiteModule`), :mod:`.registry`, :mod:`.handlers`, :mod:`.api` (the functions),
-:mod:`.report`, :mod:`.matrix` (the support matrix).
+:mod:`.report`, :mod:`.budget` (the error budget), :mod:`.matrix` (the support matrix).
 """
 
 from .api import ConversionWarning, calibrate, convert, reset_stats, set_timesteps, sites, spiking_modules
 from .base import SiteModule
+from .budget import error_budget, layer_of
 from .config import SITE_KINDS, ConversionConfig
 from .handlers.activation import build_activation, which_function
 from .handlers.attention import ATTENTION_NAME, spiking_attention
@@ -58,8 +59,10 @@ __all__ = [
     "calibrate",
     "conversion_report",
     "convert",
+    "error_budget",
     "find_handler",
     "handlers",
+    "layer_of",
     "linear_reason",
     "norm_spec",
     "register_site",

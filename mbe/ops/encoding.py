@@ -25,7 +25,7 @@ from ..neuron.base import DomainWarning, SpikingNeuron, validate_counts
 from ..neuron.functional import check_finite
 from ..neuron.mbe import MBENeuron
 from ..stats import OpStats
-from ..tables import get_neuron
+from ..tables import neuron_for
 
 MODES = ("fused", "event")
 Range = Optional[tuple[float, float]]
@@ -33,15 +33,16 @@ Range = Optional[tuple[float, float]]
 
 @functools.lru_cache(maxsize=128)
 def site_neuron(function: str, timesteps: int, n_basis: Optional[int] = None) -> MBENeuron:
-    """The shipped neuron for ``function`` (cached; shared read-only across sites)."""
-    return get_neuron(function, n_basis=n_basis, timesteps=timesteps)
+    """The shipped neuron for ``function`` (cached; shared read-only across sites), fitted on demand and
+    cached on disk for an (N, T) the package does not ship (:func:`mbe.tables.neuron_for`)."""
+    return neuron_for(function, n_basis, timesteps)
 
 
 def pick_neuron(
     function: str, timesteps: int, n_basis: Optional[int] = None, neurons: Optional[Mapping[str, SpikingNeuron]] = None
 ) -> SpikingNeuron:
     """``neurons[function]`` when the caller supplies one (e.g. FS neurons for a comparison), else the
-    shipped MBE table for ``(function, n_basis, timesteps)``."""
+    MBE neuron for ``(function, n_basis, timesteps)`` (shipped, or fitted once and cached)."""
     if neurons is not None and function in neurons:
         neuron = neurons[function]
         if neuron.timesteps != timesteps:
