@@ -315,9 +315,13 @@ def fitted_on_domain(
     *,
     recipe: str = "best",
     progress: bool = False,
+    density=None,
 ) -> MBENeuron:
     """A neuron for ``function`` fitted on ``domain`` (``recipe``, seed 0), from the fit cache when it holds
-    one (same function, domain, N, T, recipe, hash intact), else fitted now (seconds) and cached.
+    one (same function, domain, N, T, recipe, density, hash intact), else fitted now (seconds) and cached.
+
+    ``density``: a sample of the inputs the neuron will see; the fit weights its error by their density
+    (:func:`mbe.fitting.fit_neuron`). The cache tells densities apart by a digest of 257 quantiles.
 
     A corrupt cache entry is refitted and overwritten, never trusted. ``MBE_QUICK_FITS=1`` fits with
     :data:`QUICK_FIT` instead (seconds less, a little less accurate; cached apart), as the fast test tier does.
@@ -334,7 +338,8 @@ def fitted_on_domain(
     quick = os.environ.get("MBE_QUICK_FITS", "0") == "1"
     rec = get_recipe(recipe).with_overrides(**(QUICK_FIT if quick else {}))
     key = TableKey(function, n_basis, timesteps, recipe)
-    folder = fit_cache_dir() / ("quick" if quick else "") / f"{function}_{lo:.9g}_{hi:.9g}"
+    tag = "" if density is None else "_density-" + _density_digest(density, (lo, hi))
+    folder = fit_cache_dir() / ("quick" if quick else "") / f"{function}_{lo:.9g}_{hi:.9g}{tag}"
     path = folder / key.filename
     if path.is_file():
         try:
@@ -344,9 +349,20 @@ def fitted_on_domain(
                 return MBENeuron(params, record["timesteps"], function=function, domain=(lo, hi))
         except (TableError, KeyError, TypeError, ValueError):
             pass  # corrupt or foreign: refit below and overwrite
-    result = fit_neuron(function, domain=(lo, hi), n_basis=n_basis, timesteps=timesteps, recipe=rec, progress=progress)
+    result = fit_neuron(
+        function, domain=(lo, hi), n_basis=n_basis, timesteps=timesteps, recipe=rec, progress=progress, density=density
+    )
     try:
         save_table(result, folder)
     except OSError:
         pass  # a read-only cache only costs the refit next time
     return result.neuron
+
+
+def _density_digest(density, domain) -> str:
+    """12 hex digits of SHA-256 over 257 quantiles (float32) of the density sample inside ``domain``."""
+    from .fitting.targets import check_density
+
+    d = check_density(density, domain)
+    q = torch.quantile(d, torch.linspace(0, 1, 257, dtype=torch.float64)).float().numpy().tobytes()
+    return hashlib.sha256(q + str(d.numel()).encode()).hexdigest()[:12]

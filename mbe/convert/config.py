@@ -9,7 +9,7 @@ from ..ops.encoding import check_mode
 
 #: the kinds of spiking site a converted model has
 SITE_KINDS = ("attention", "norm", "activation", "gated_product", "pool")
-ACTIVATION_DOMAINS = ("auto", "table", "calibrated")
+ACTIVATION_DOMAINS = ("auto", "table", "calibrated", "density")
 
 
 def check_timesteps(timesteps) -> None:
@@ -40,7 +40,10 @@ class ConversionConfig:
         activation_domain: ``"auto"`` (default) fits one neuron per activation function on the union of
             its sites' calibrated intervals (rounded outward to 3 significant bits) when that is at most a
             quarter of the shipped table's domain, else uses the table; ``"table"`` always uses the shipped
-            neurons on the paper's domains (no fitting); ``"calibrated"`` always fits on the exact union.
+            neurons on the paper's domains (no fitting); ``"calibrated"`` always fits on the exact union;
+            ``"density"`` fits on that union too, weighting the error by the calibration inputs' density
+            (the sites' sketches, see :class:`mbe.convert.Site`), so outliers that stretch the interval do not
+            take the precision from where most inputs fall.
             Fits take seconds and are cached on disk (:func:`mbe.tables.fitted_on_domain`), so a
             domain/N/T is fitted once per machine.
     """

@@ -4,6 +4,7 @@ every spiking module of one model shares (``snn.mbe_state``)."""
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -13,6 +14,9 @@ from torch import Tensor
 from ..functions import get_function
 from ..stats import OpStats
 from .config import ConversionConfig
+
+#: how many input values a site keeps per key as its distribution sketch (a uniform random sample)
+SKETCH_SIZE = 8192
 
 
 @dataclass
@@ -29,6 +33,10 @@ class Site:
         module_class: the class of the module (or function) it replaces.
         enabled: spiking under the config (``convert`` and ``exclude``).
         ranges: calibrated input intervals by key, ``{"input": (lo, hi)}``.
+        sketches: a uniform random sample (at most :data:`SKETCH_SIZE` float32 values) of every finite
+            calibration input by key: the distribution the site's neurons are fitted to (quantiles,
+            histograms, density-weighted fits).
+        seen: how many finite calibration inputs each sketch stands for.
         stats: spike counters of its operators (one :class:`mbe.stats.SpikeStats` per internal key).
         reference_error: the largest relative difference between the replacement's analog reference and
             the original on the calibration batches (``None`` before calibration).
@@ -43,6 +51,8 @@ class Site:
     module_class: str
     enabled: bool = True
     ranges: dict = field(default_factory=dict)
+    sketches: dict = field(default_factory=dict)
+    seen: dict = field(default_factory=dict)
     stats: OpStats = field(default_factory=OpStats)
     reference_error: Optional[float] = None
     analog_reason: str = ""
@@ -66,6 +76,28 @@ class Site:
         if key in self.ranges:
             lo, hi = min(lo, self.ranges[key][0]), max(hi, self.ranges[key][1])
         self.ranges[key] = (lo, hi)
+        self._sketch(key, finite.reshape(-1).float())
+
+    def _sketch(self, key: str, values: Tensor) -> None:
+        """Merge ``values`` into the key's uniform sample: old and new values are kept in proportion to how
+        many inputs each stands for (seeded by the site, key and count, so calibration is reproducible)."""
+        old, n_old, n_new = self.sketches.get(key), self.seen.get(key, 0), values.numel()
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{self.name}|{key}|{n_old}".encode()))
+        size = min(SKETCH_SIZE, n_old + n_new)
+        take_new = size if old is None else min(n_new, round(size * n_new / (n_old + n_new)))
+        take_old = 0 if old is None else min(old.numel(), size - take_new)
+        new = values[torch.randperm(n_new, generator=gen)[:take_new]] if take_new < n_new else values
+        parts = [new.cpu()]
+        if take_old:
+            parts.insert(0, old[torch.randperm(old.numel(), generator=gen)[:take_old]])
+        self.sketches[key] = torch.cat(parts)
+        self.seen[key] = n_old + n_new
+
+    def quantiles(self, key: str, q) -> Optional[Tensor]:
+        """Quantiles ``q`` (floats in [0, 1]) of the key's calibration inputs, from its sketch (``None`` if unseen)."""
+        if key not in self.sketches:
+            return None
+        return torch.quantile(self.sketches[key].double(), torch.as_tensor(q, dtype=torch.float64))
 
     def range(self, key: str, margin: float) -> Optional[tuple[float, float]]:
         """The calibrated interval ``key`` widened by ``margin`` of its width on both sides (``None`` if unseen)."""
@@ -150,7 +182,7 @@ class ConversionState:
         if not spans:
             return None
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-        if cfg.activation_domain == "calibrated":
+        if cfg.activation_domain in ("calibrated", "density"):
             return (lo, hi)
         lo, hi = _outward(lo), _outward(hi)
         t_lo, t_hi = get_function(function).domain
@@ -172,10 +204,25 @@ class ConversionState:
             from ..tables import fitted_on_domain
 
             domain = self.activation_domain(function)
+            density = self.activation_density(function) if cfg.activation_domain == "density" else None
             self.fitted[key] = (
-                None if domain is None else fitted_on_domain(function, domain, cfg.n_basis.get(function), cfg.timesteps)
+                None
+                if domain is None
+                else fitted_on_domain(function, domain, cfg.n_basis.get(function), cfg.timesteps, density=density)
             )
         return self.fitted[key]
+
+    def activation_density(self, function: str) -> Optional[Tensor]:
+        """The calibration inputs of every activation site of ``function``, each site weighted alike (its sketch
+        resampled to :data:`SKETCH_SIZE` values, seeded): a head's one small activation counts as much as a
+        block's large one, since either error reaches the output. ``None`` if no site was seen."""
+        parts = []
+        for s in self.sites.values():
+            if s.kind == "activation" and s.function == function and "input" in s.sketches:
+                sketch = s.sketches["input"]
+                gen = torch.Generator().manual_seed(zlib.crc32(s.name.encode()))
+                parts.append(sketch[torch.randint(sketch.numel(), (SKETCH_SIZE,), generator=gen)])
+        return torch.cat(parts) if parts else None
 
     def fit_activation_neurons(self) -> None:
         """Under ``activation_domain='calibrated'``, fit every activation function's neuron for the current T."""

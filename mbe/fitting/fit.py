@@ -44,6 +44,7 @@ def fit_neuron(
     seed: int = 0,
     eval_points: int = 10_000,
     progress: bool = False,
+    density=None,
     **overrides,
 ) -> FitResult:
     """Fit an MBE neuron to ``target`` on ``domain``.
@@ -58,6 +59,9 @@ def fit_neuron(
         seed: makes the fit deterministic.
         eval_points: evenly spread points for the reported MSE.
         progress: show a tqdm bar over epochs.
+        density: a sample of the inputs the neuron will see (e.g. a site's calibration sketch); the fit then
+            minimises the MSE weighted by their density (plus a uniform floor, see
+            :func:`mbe.fitting.targets.training_samples`) instead of the plain MSE over the domain.
         **overrides: fields of the recipe to change, e.g. ``decay=False`` for the no-decay ablation.
 
     Returns:
@@ -69,7 +73,7 @@ def fit_neuron(
     validate_counts(n_basis, timesteps)
     rec = get_recipe(recipe).with_overrides(**overrides)
     t0 = time.perf_counter()
-    gen, x, y = training_samples(name, fn, domain, rec, seed)
+    gen, x, y = training_samples(name, fn, domain, rec, seed, density)
     xf = x.float()
     state = initial_state(fn, x, y, n_basis, timesteps, domain, rec, gen)
 

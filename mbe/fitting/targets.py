@@ -54,11 +54,46 @@ def neuron_mse(neuron, fn: Callable, domain=None, points: int = 10_000) -> float
     return float(((y - ref) ** 2).mean())
 
 
-def training_samples(name: str, fn: Callable, domain, rec: FitRecipe, seed: int):
-    """``samples`` uniform random points of the domain (seeded) and the target there (float64)."""
+#: the share of a density-weighted fit's training points drawn uniformly over the whole domain: a floor, so
+#: no part of the domain is left unfitted however rarely the calibration data reached it
+DENSITY_FLOOR = 0.2
+
+
+def check_density(density, domain) -> Tensor:
+    """The finite values of ``density`` (a sample of the inputs a neuron will see) inside ``domain``, float64."""
+    if not isinstance(density, Tensor):
+        raise TypeError(f"density must be a tensor of sample inputs, got {type(density).__name__}")
+    d = density.detach().reshape(-1).double().cpu()
+    lo, hi = domain
+    d = d[torch.isfinite(d) & (d >= lo) & (d <= hi)]
+    if d.numel() < 2:
+        raise ValueError(f"density needs at least 2 finite values inside the domain {domain}, got {d.numel()}")
+    return d
+
+
+def smoothing_bandwidth(d: Tensor) -> float:
+    """Silverman's robust kernel bandwidth ``0.9 min(std, IQR / 1.34) n^(-1/5)`` of the sample ``d``."""
+    q1, q3 = torch.quantile(d, torch.tensor([0.25, 0.75], dtype=d.dtype))
+    spread = min(float(d.std()), float(q3 - q1) / 1.34) or float(d.std())
+    return 0.9 * spread * d.numel() ** -0.2
+
+
+def training_samples(name: str, fn: Callable, domain, rec: FitRecipe, seed: int, density=None):
+    """``samples`` random points of the domain (seeded) and the target there (float64).
+
+    Uniform over the domain, or with ``density`` (a sample of the inputs the neuron will see) drawn from
+    that sample smoothed by a Gaussian kernel (:func:`smoothing_bandwidth`) for ``1 - DENSITY_FLOOR`` of the
+    points and uniformly for the rest: the MSE the fit minimises is then weighted by the data's density.
+    """
     gen = torch.Generator().manual_seed(seed)
     lo, hi = domain
     x = lo + (hi - lo) * torch.rand(rec.samples, generator=gen, dtype=torch.float64)
+    if density is not None:
+        d = check_density(density, domain)
+        n_data = rec.samples - round(rec.samples * DENSITY_FLOOR)
+        pick = d[torch.randint(d.numel(), (n_data,), generator=gen)]
+        jitter = smoothing_bandwidth(d) * torch.randn(n_data, generator=gen, dtype=torch.float64)
+        x[:n_data] = (pick + jitter).clamp(lo, hi)
     y = fn(x).double()
     if not bool(torch.isfinite(y).all()):
         raise ValueError(f"target {name!r} is not finite everywhere on {domain}; choose a narrower domain")

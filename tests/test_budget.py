@@ -1,0 +1,158 @@
+"""Near-lossless conversion: the error budget, calibration sketches, density-weighted fits, any T."""
+
+import warnings
+
+import pytest
+import torch
+
+import mbe
+from mbe.convert import layer_of
+from mbe.convert.api import sites
+from mbe.convert.matrix import relative_logit_error
+from mbe.convert.sites import SKETCH_SIZE, Site
+from mbe.fitting.targets import check_density, neuron_mse
+from mbe.functions import get_function
+from mbe.zoo.tiny import tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    model, batch = tiny_model("gpt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = mbe.convert(model, [batch], mbe.ConversionConfig(activation_domain="table"), progress=False)
+    return model, batch, snn
+
+
+def test_layer_of_groups_sites_by_their_first_numbered_block():
+    assert layer_of("model.layers.3.mlp.act_fn") == "model.layers.3"
+    assert layer_of("transformer.h.0.attn:softmax") == "transformer.h.0"
+    assert layer_of("encoder.block.1.layer.0.SelfAttention") == "encoder.block.1"
+    assert layer_of("bert.pooler.activation") == "(outside layers)"
+
+
+def test_error_budget_rows_add_up(tiny_gpt2):
+    model, batch, snn = tiny_gpt2
+    frame = mbe.error_budget(model, None, [batch], timesteps=(8, 16), snn=snn, progress=False)
+    assert set(frame.scope) == {"none", "all", "kind", "cumulative", "layer"}
+    assert set(frame[frame.scope == "kind"].part) == {"attention", "norm", "activation"}
+    assert (frame.metric == "perplexity").all()  # a causal LM without labels: next-token perplexity
+    for t in (8, 16):
+        rows = frame[frame.timesteps == t].set_index("part")
+        # nothing spiking is the ANN (analog references agree to float rounding)
+        assert rows.loc["none", "rel_logit_error"] < 1e-5 and rows.loc["none", "sites"] == 0
+        # "all" is the converted model as users run it
+        mbe.set_timesteps(snn, t)
+        assert rows.loc["all", "rel_logit_error"] == pytest.approx(relative_logit_error(model, snn, batch), rel=1e-6)
+        assert rows.loc["all", "sites"] == sum(s.spiking for s in sites(snn).values())
+        # the last cumulative row switches on every kind: the same pass as "all"
+        last = frame[(frame.timesteps == t) & (frame.scope == "cumulative")].iloc[-1]
+        assert last.rel_logit_error == pytest.approx(rows.loc["all", "rel_logit_error"], rel=1e-9)
+        kinds = frame[(frame.timesteps == t) & (frame.scope == "kind")]
+        assert kinds.sites.sum() == rows.loc["all", "sites"]
+        layers = frame[(frame.timesteps == t) & (frame.scope == "layer")]
+        assert layers.sites.sum() == rows.loc["all", "sites"]
+    assert snn.mbe_state.config.timesteps == 16  # restored
+    assert all(s.enabled for s in snn.mbe_state.sites.values())  # the config's selection restored
+
+
+def test_error_budget_accuracy_on_labelled_batches():
+    model, batch = tiny_model("bert")
+    labelled = {**batch, "labels": torch.zeros(batch["input_ids"].shape[0], dtype=torch.long)}
+    frame = mbe.error_budget(model, [batch], [labelled], timesteps=16, layers=False, progress=False)
+    assert (frame.metric == "accuracy").all()
+    assert frame.samples.iloc[0] == batch["input_ids"].shape[0]
+    assert ((frame.change - (frame.snn - frame.ann)).abs() < 1e-12).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"metric": "bleu"}, ValueError, "metric must be one of"),
+        ({"timesteps": ()}, ValueError, "timesteps is empty"),
+        ({"timesteps": (8, 65)}, ValueError, r"timesteps must be an integer in \[1, 64\]"),
+    ],
+)
+def test_error_budget_rejects_bad_arguments(tiny_gpt2, kwargs, error, match):
+    model, batch, snn = tiny_gpt2
+    with pytest.raises(error, match=match):
+        mbe.error_budget(model, None, [batch], snn=snn, progress=False, **kwargs)
+
+
+def test_accuracy_budget_needs_labels(tiny_gpt2):
+    model, batch, snn = tiny_gpt2
+    with pytest.raises(ValueError, match="needs 'labels'"):
+        mbe.error_budget(model, None, [batch], snn=snn, metric="accuracy", progress=False)
+
+
+def test_sketch_is_a_proportional_reproducible_sample():
+    site = Site("a.0.act", "activation", "gelu", "op", "h", "GELU")
+    big = torch.zeros(3 * SKETCH_SIZE)  # three quarters of everything seen is 0 ...
+    small = torch.ones(SKETCH_SIZE)  # ... one quarter is 1
+    site.observe("input", big)
+    site.observe("input", small)
+    sketch = site.sketches["input"]
+    assert sketch.numel() == SKETCH_SIZE and site.seen["input"] == 4 * SKETCH_SIZE
+    assert float(sketch.mean()) == pytest.approx(0.25, abs=0.01)
+    twin = Site("a.0.act", "activation", "gelu", "op", "h", "GELU")
+    twin.observe("input", big)
+    twin.observe("input", small)
+    assert torch.equal(twin.sketches["input"], sketch)
+    assert float(site.quantiles("input", 0.5)) == 0.0
+    site.observe("input", torch.tensor([float("nan"), float("inf")]))  # non-finite values are not inputs
+    assert site.seen["input"] == 4 * SKETCH_SIZE
+
+
+def test_density_weighted_fit_is_better_where_the_data_is():
+    """Most inputs near 0, a few outliers stretch the domain: a density fit beats the plain fit on the data."""
+    gen = torch.Generator().manual_seed(0)
+    data = torch.cat([0.5 * torch.randn(4000, generator=gen), torch.tensor([-12.0, 15.0])])
+    domain = (-12.0, 15.0)
+    quick = {"restarts": 1, "epochs": 60, "ramp_steps": 60, "samples": 4000}
+    plain = mbe.fit_neuron("silu", domain=domain, n_basis=4, timesteps=8, **quick).neuron
+    dense = mbe.fit_neuron("silu", domain=domain, n_basis=4, timesteps=8, density=data, **quick).neuron
+    core = data[:4000]
+    silu = get_function("silu").fn
+    err_plain = float(((plain(core) - silu(core)) ** 2).mean())
+    err_dense = float(((dense(core) - silu(core)) ** 2).mean())
+    assert err_dense < 0.5 * err_plain
+    assert neuron_mse(dense, silu, domain) < 1.0  # the floor keeps the rest of the domain fitted
+
+
+def test_density_sample_is_checked():
+    with pytest.raises(TypeError, match="density must be a tensor"):
+        check_density([0.0, 1.0], (-1.0, 1.0))
+    with pytest.raises(ValueError, match="at least 2 finite values inside the domain"):
+        check_density(torch.tensor([5.0, float("nan")]), (-1.0, 1.0))
+
+
+def test_density_domain_fits_activations_on_the_sketch(tiny_gpt2):
+    model, batch, _ = tiny_gpt2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = mbe.convert(model, [batch], mbe.ConversionConfig(activation_domain="density"), progress=False)
+    state = snn.mbe_state
+    density = state.activation_density("gelu_tanh")
+    assert density is not None and density.numel() > 100
+    neuron = state.fitted_neuron("gelu_tanh")
+    lo, hi = neuron.domain
+    assert lo <= float(density.min()) and float(density.max()) <= hi
+    assert relative_logit_error(model, snn, batch) < 0.05
+
+
+def test_an_unshipped_t_converts_with_neurons_fitted_on_demand(tiny_gpt2, tmp_path, monkeypatch):
+    """T=32 is not shipped: its neurons are fitted on their registry domains and cached on disk."""
+    monkeypatch.setenv("MBE_CACHE_DIR", str(tmp_path))
+    from mbe.ops.encoding import site_neuron
+
+    site_neuron.cache_clear()
+    model, batch, snn = tiny_gpt2
+    mbe.set_timesteps(snn, 32)
+    try:
+        err32 = relative_logit_error(model, snn, batch)
+    finally:
+        mbe.set_timesteps(snn, 16)
+        site_neuron.cache_clear()
+    assert err32 < 0.1
+    cached = sorted(p.name for p in tmp_path.rglob("*.json"))
+    assert "identity-N8-T32-best.json" in cached and "rsqrt-N8-T32-best.json" in cached
