@@ -64,7 +64,7 @@ def _table1(results: Path) -> list[str]:
     for r in _classifier_rows(sweep[~sweep.model.str.contains("resnet")], 16):
         rows.append(
             [
-                f"stand-in: {r.model} ({r.activation_domain} activations)",
+                f"stand-in: {r.model} ({_config_label(r)})",
                 "-",
                 "-",
                 "-",
@@ -90,7 +90,7 @@ def _table1(results: Path) -> list[str]:
     for r in _classifier_rows(sweep[sweep.model.str.contains("resnet")], 10):
         rows.append(
             [
-                f"stand-in for the CNN rows: {r.model} at T=10 ({r.activation_domain})",
+                f"stand-in for the CNN rows: {r.model} at T=10 ({_config_label(r)})",
                 "-",
                 "-",
                 "-",
@@ -138,7 +138,7 @@ def _table2(results: Path) -> list[str]:
     for r in _classifier_rows(sweep, 16):
         rows.append(
             [
-                f"stand-in: {r.model}, tweet sentiment ({r.activation_domain})",
+                f"stand-in: {r.model}, tweet sentiment ({_config_label(r)})",
                 "-",
                 "-",
                 "-",
@@ -174,7 +174,7 @@ def _table3(results: Path) -> list[str]:
         for _, r in sweep[sweep.timesteps == 16].iterrows():
             rows.append(
                 [
-                    f"stand-in: {r.model} ({r.activation_domain})",
+                    f"stand-in: {r.model} ({_config_label(r)})",
                     "-",
                     "-",
                     "-",
@@ -204,7 +204,7 @@ def _table4(results: Path) -> list[str]:
     lines = [
         "## Table 4 (timestep sweep: SNN metric by T, ANN in the first column)",
         "",
-        "Paper rows, then ours (stand-ins; `calibrated` activation neurons where both were run). Accuracy in %, "
+        "Paper rows, then ours (stand-ins; the default configuration where several were run). Accuracy in %, "
         "perplexity for the language models.",
         "",
     ]
@@ -225,8 +225,10 @@ def _table4(results: Path) -> list[str]:
         if sweep is None:
             continue
         for model, grp in sweep.groupby("model", sort=False):
-            dom = "calibrated" if (grp.activation_domain == "calibrated").any() else grp.activation_domain.iloc[0]
-            g = grp[grp.activation_domain == dom].set_index("timesteps")
+            col = "config" if "config" in grp else "activation_domain"
+            best = "default" if col == "config" else "calibrated"
+            dom = best if (grp[col] == best).any() else grp[col].iloc[0]
+            g = grp[grp[col] == dom].set_index("timesteps")
             n = int(g["samples" if "samples" in g else "tokens"].iloc[0])
             rows.append(
                 [
@@ -326,8 +328,68 @@ def build_report(results_dir, profile: str, runs: pd.DataFrame | None = None) ->
             + f"; total {runs.seconds.sum():.0f} s.",
             "",
         ]
-    for part in (_table1, _table2, _table3, _table4, _table_x, _table_xi):
+    for part in (_table1, _table2, _table3, _table4, _table_x, _table_xi, _error_budget):
         lines += part(results)
     path = results / "REPORT.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _error_budget(results: Path) -> list[str]:
+    """Where each zoo model's error comes from (notebook 09): every site spiking, and one kind at a time."""
+    lines = [
+        "## Error budget (not in the paper)",
+        "",
+        "`mbe.error_budget` per zoo model (notebook 09): the change against the ANN with every site spiking "
+        "(`all`) and with one site kind spiking at a time, under the default configuration and the paper's "
+        "setup (`paper` preset). Accuracy in points, perplexity in percent; `samples` held-out items or scored "
+        "tokens. Per-layer and cumulative rows: `results/error_budget.csv`; figure: "
+        "`figures/error_budget.png`.",
+        "",
+    ]
+    budget = _read(results, "error_budget.csv")
+    if budget is None:
+        return lines + _missing("error_budget.csv")
+    rows = []
+    sub = budget[budget.scope.isin(["all", "kind"])]
+    for (model, config, t), grp in sub.groupby(["model", "config", "timesteps"], sort=False):
+        g = grp.set_index("part")
+        rows.append(
+            [
+                model,
+                config,
+                int(t),
+                g.metric.iloc[0],
+                float(g.loc["all", "change"]),
+                *[
+                    float(g.loc[k, "change"]) if k in g.index else None
+                    for k in ("attention", "norm", "activation", "gated_product", "pool")
+                ],
+                float(g.loc["all", "agreement"]),
+                int(g.samples.iloc[0]),
+            ]
+        )
+    header = [
+        "model",
+        "config",
+        "T",
+        "metric",
+        "all",
+        "attention",
+        "norm",
+        "activation",
+        "gated product",
+        "pool",
+        "agreement %",
+        "samples",
+    ]
+    return lines + _table(header, rows) + ["![error budget](../figures/error_budget.png)", ""]
+
+
+def _config_label(row) -> str:
+    """How a sweep row names its configuration: the preset (``default``: the best measured, ``paper``: the
+    paper's setup) with its activation domain, or the activation domain alone (older CSVs)."""
+    config = getattr(row, "config", None)
+    if isinstance(config, str):
+        return f"{config} config, {row.activation_domain} activations"
+    return f"{row.activation_domain} activations"

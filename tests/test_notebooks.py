@@ -224,3 +224,16 @@ def test_tutorial_runs_headless(smoke_run):
     assert (smoke_run / "results" / "executed" / "00_tutorial.ipynb").exists()
     for name in ("tutorial_membrane.png", "tutorial_fs_vs_mbe.png"):
         assert (smoke_run / "figures" / name).stat().st_size > 10_000
+
+
+def test_error_budget_notebook_csv_and_report(smoke_run):
+    budget = pd.read_csv(smoke_run / "results" / "error_budget.csv")
+    assert {"model", "config", "timesteps", "scope", "part", "sites", "metric", "change", "rel_logit_error"} <= set(
+        budget.columns
+    )
+    assert set(budget.model) == {"gpt2-pydocs"} and (budget.metric == "perplexity").all()
+    rows = budget.set_index("part")
+    assert abs(rows.loc["none", "change"]) < 0.01  # nothing spiking: the ANN
+    assert {"attention", "norm", "activation"} <= set(budget[budget.scope == "kind"].part)
+    assert "## Error budget" in (smoke_run / "results" / "REPORT.md").read_text()
+    assert (smoke_run / "figures" / "error_budget.png").stat().st_size > 10_000
