@@ -19,6 +19,30 @@ def _bar(items, desc: str, progress: bool, total: Optional[int] = None):
     return tqdm(items, desc=desc, total=total, leave=False)
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    r"""The Wilson score interval of a proportion ``hits / n`` (95% for ``z=1.96``), in percent:
+
+    .. math:: \frac{\hat p + z^2/2n \pm z\sqrt{\hat p(1-\hat p)/n + z^2/4n^2}}{1 + z^2/n}
+    """
+    if n <= 0:
+        raise ValueError(f"wilson_interval: n must be positive, got {n}")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+
+
+def paired_delta_interval(gained: int, lost: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    r"""The normal interval of a paired accuracy difference :math:`\Delta = (g - l)/n` in points, from the
+    samples the SNN gets right and the ANN wrong (``gained``) and the reverse (``lost``):
+    :math:`\mathrm{Var}\,\Delta = (g + l - (g - l)^2/n)/n^2`."""
+    if n <= 0:
+        raise ValueError(f"paired_delta_interval: n must be positive, got {n}")
+    delta = (gained - lost) / n
+    half = z * math.sqrt(max(gained + lost - (gained - lost) ** 2 / n, 0.0)) / n
+    return 100 * (delta - half), 100 * (delta + half)
+
+
 def _logits(model: nn.Module, batch: dict) -> Tensor:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # saturation is counted in the conversion report
@@ -35,9 +59,11 @@ def compare_classifiers(
         batches: dicts of forward kwargs plus ``label_key`` (a ``[B]`` tensor of class indices).
     Returns:
         ``{"samples", "ann_accuracy", "snn_accuracy", "agreement", "logit_mse", "kl"}`` (accuracies and
-        agreement in percent; KL(ANN || SNN) of the softmax outputs, mean per sample, in nats).
+        agreement in percent; KL(ANN || SNN) of the softmax outputs, mean per sample, in nats), with 95%
+        intervals: ``*_ci_low``/``*_ci_high`` for both accuracies and the agreement (Wilson), and
+        ``delta_ci_low``/``delta_ci_high`` for the paired accuracy change in points.
     """
-    n = correct_a = correct_s = agree = 0
+    n = correct_a = correct_s = agree = gained = lost = 0
     mse = kl = 0.0
     for batch in _bar(batches, "evaluating", progress):
         batch = dict(batch)
@@ -49,6 +75,8 @@ def compare_classifiers(
         n += labels.numel()
         correct_a += int((pa == labels).sum())
         correct_s += int((ps == labels).sum())
+        gained += int(((ps == labels) & (pa != labels)).sum())
+        lost += int(((pa == labels) & (ps != labels)).sum())
         agree += int((pa == ps).sum())
         mse += float(((la - ls) ** 2).mean(-1).sum())
         kl += float(
@@ -56,7 +84,7 @@ def compare_classifiers(
         )
     if n == 0:
         raise ValueError("compare_classifiers: no samples in batches")
-    return {
+    out = {
         "samples": n,
         "ann_accuracy": 100 * correct_a / n,
         "snn_accuracy": 100 * correct_s / n,
@@ -64,6 +92,10 @@ def compare_classifiers(
         "logit_mse": mse / n,
         "kl": kl / n,
     }
+    for name, hits in (("ann_accuracy", correct_a), ("snn_accuracy", correct_s), ("agreement", agree)):
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = wilson_interval(hits, n)
+    out["delta_ci_low"], out["delta_ci_high"] = paired_delta_interval(gained, lost, n)
+    return out
 
 
 @torch.no_grad()

@@ -156,3 +156,27 @@ def test_an_unshipped_t_converts_with_neurons_fitted_on_demand(tiny_gpt2, tmp_pa
     assert err32 < 0.1
     cached = sorted(p.name for p in tmp_path.rglob("*.json"))
     assert "identity-N8-T32-best.json" in cached and "rsqrt-N8-T32-best.json" in cached
+
+
+def test_intervals_of_accuracy_and_its_paired_change():
+    from mbe.evaluate import paired_delta_interval, wilson_interval
+
+    lo, hi = wilson_interval(990, 1000)
+    assert 98.1 < lo < 98.2 and 99.4 < hi < 99.5  # the textbook Wilson interval of 99.0% on 1,000
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 100.0
+    assert paired_delta_interval(0, 0, 500) == (0.0, 0.0)  # identical predictions: no uncertainty
+    lo, hi = paired_delta_interval(3, 1, 1000)
+    assert lo < 0.2 < hi and hi - lo == pytest.approx(2 * 1.96 * (4 - 4 / 1000) ** 0.5 / 10, rel=1e-9)
+    with pytest.raises(ValueError, match="n must be positive"):
+        wilson_interval(0, 0)
+
+
+def test_classifier_comparison_reports_intervals():
+    model, batch = tiny_model("bert")
+    labelled = {
+        **batch,
+        "labels": torch.tensor([0, 1] * (batch["input_ids"].shape[0] // 2))[: batch["input_ids"].shape[0]],
+    }
+    res = mbe.compare_classifiers(model, model, [labelled], progress=False)
+    assert res["agreement"] == 100.0 and res["delta_ci_low"] == res["delta_ci_high"] == 0.0
+    assert res["ann_accuracy_ci_low"] <= res["ann_accuracy"] <= res["ann_accuracy_ci_high"]
