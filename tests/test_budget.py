@@ -180,3 +180,16 @@ def test_classifier_comparison_reports_intervals():
     res = mbe.compare_classifiers(model, model, [labelled], progress=False)
     assert res["agreement"] == 100.0 and res["delta_ci_low"] == res["delta_ci_high"] == 0.0
     assert res["ann_accuracy_ci_low"] <= res["ann_accuracy"] <= res["ann_accuracy_ci_high"]
+
+
+def test_density_domains_reach_the_asymptote_of_saturating_functions():
+    from mbe.convert.sites import SATURATION_TOLERANCE, saturation_extended
+
+    lo, hi = saturation_extended("tanh", -0.5, 0.5)
+    assert lo < -3 and hi > 3
+    out_range = float(torch.tanh(torch.tensor(0.5)) * 2)
+    assert 1 - float(torch.tanh(torch.tensor(hi))) <= SATURATION_TOLERANCE * out_range * 1.01
+    lo, hi = saturation_extended("gelu", -0.5, 0.5)
+    assert lo < -3 and hi == 0.5  # GELU saturates (to 0) only below
+    assert saturation_extended("relu", -1.0, 1.0) == (-1.0, 1.0)  # no asymptote: the calibrated interval
+    assert saturation_extended("gelu", -200.0, 3.0) == (-200.0, 3.0)  # never shrinks

@@ -182,8 +182,10 @@ class ConversionState:
         if not spans:
             return None
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-        if cfg.activation_domain in ("calibrated", "density"):
+        if cfg.activation_domain == "calibrated":
             return (lo, hi)
+        if cfg.activation_domain == "density":
+            return saturation_extended(function, lo, hi)
         lo, hi = _outward(lo), _outward(hi)
         t_lo, t_hi = get_function(function).domain
         if hi - lo > 0.25 * (t_hi - t_lo):
@@ -228,6 +230,39 @@ class ConversionState:
         """Under ``activation_domain='calibrated'``, fit every activation function's neuron for the current T."""
         for fn in sorted({s.function for s in self.sites.values() if s.kind == "activation"}):
             self.activation_neurons(fn)
+
+
+#: a density domain reaches as far as its function takes to come within this fraction of its output range on the
+#: calibrated interval of its asymptote (on a side where the function saturates)
+SATURATION_TOLERANCE = 1e-3
+
+
+def saturation_extended(function: str, lo: float, hi: float) -> tuple[float, float]:
+    """``(lo, hi)`` widened, on each side where ``function`` saturates within its registry domain (tanh and
+    sigmoid on both sides, GELU and SiLU below), to where it is within :data:`SATURATION_TOLERANCE` of its
+    output range of its asymptote: an input beyond the calibrated interval then costs at most that much,
+    instead of the function's change between the interval's edge and the input.
+
+    A side saturates when the function varies by less than the tolerance over the outer tenth of the
+    registry domain on that side; the registry domain never shrinks the interval.
+    """
+    spec = get_function(function)
+    t_lo, t_hi = spec.domain
+    inner = torch.linspace(lo, hi, 257, dtype=torch.float64)
+    y = spec.fn(inner)
+    tol = SATURATION_TOLERANCE * max(float(y.max() - y.min()), 1e-12)
+    out = [lo, hi]
+    for side, (edge, far) in enumerate(((lo, t_lo), (hi, t_hi))):
+        if (far - edge) * (1 if side else -1) <= 0:
+            continue  # the calibrated interval already reaches past the registry domain here
+        grid = torch.linspace(edge, far, 4097, dtype=torch.float64)
+        gap = (spec.fn(grid) - spec.fn(grid[-1:])).abs()
+        if float(gap[int(0.9 * 4096) :].max()) > tol:
+            continue  # no asymptote on this side (e.g. GELU/SiLU above)
+        outside = (gap > tol).nonzero()
+        reach = float(grid[int(outside[-1]) + 1]) if len(outside) else edge
+        out[side] = min(reach, edge) if side == 0 else max(reach, edge)
+    return (out[0], out[1])
 
 
 def _outward(v: float, bits: int = 3) -> float:
