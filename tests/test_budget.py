@@ -189,7 +189,8 @@ def test_density_domains_reach_the_asymptote_of_saturating_functions():
     assert lo < -3 and hi > 3
     out_range = float(torch.tanh(torch.tensor(0.5)) * 2)
     assert 1 - float(torch.tanh(torch.tensor(hi))) <= SATURATION_TOLERANCE * out_range * 1.01
-    lo, hi = saturation_extended("gelu", -0.5, 0.5)
-    assert lo < -3 and hi == 0.5  # GELU saturates (to 0) only below
+    lo, hi = saturation_extended("sigmoid", -1.0, 2.0)
+    assert lo < -5 and hi > 5
+    assert saturation_extended("gelu", -0.5, 0.5) == (-0.5, 0.5)  # one asymptote (0, below): kept as calibrated
     assert saturation_extended("relu", -1.0, 1.0) == (-1.0, 1.0)  # no asymptote: the calibrated interval
     assert saturation_extended("gelu", -200.0, 3.0) == (-200.0, 3.0)  # never shrinks

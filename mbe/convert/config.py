@@ -50,8 +50,8 @@ class ConversionConfig:
             neurons on the paper's domains (no fitting); ``"calibrated"`` always fits on the exact union;
             ``"density"`` fits on that union too, weighting the error by the calibration inputs' density
             (the sites' sketches, see :class:`mbe.convert.Site`), so outliers that stretch the interval do not
-            take the precision from where most inputs fall; on a side where the function saturates (tanh,
-            sigmoid; GELU and SiLU below) the domain reaches its asymptote
+            take the precision from where most inputs fall; for a function that saturates on both sides (tanh,
+            sigmoid) the domain reaches its asymptotes
             (:func:`mbe.convert.sites.saturation_extended`), so inputs beyond the calibrated interval cost
             almost nothing.
             Fits take seconds and are cached on disk (:func:`mbe.tables.fitted_on_domain`), so a

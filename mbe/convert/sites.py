@@ -238,13 +238,15 @@ SATURATION_TOLERANCE = 1e-3
 
 
 def saturation_extended(function: str, lo: float, hi: float) -> tuple[float, float]:
-    """``(lo, hi)`` widened, on each side where ``function`` saturates within its registry domain (tanh and
-    sigmoid on both sides, GELU and SiLU below), to where it is within :data:`SATURATION_TOLERANCE` of its
-    output range of its asymptote: an input beyond the calibrated interval then costs at most that much,
-    instead of the function's change between the interval's edge and the input.
+    """``(lo, hi)`` widened, for a function that saturates on both sides of its registry domain (tanh,
+    sigmoid), to where it is within :data:`SATURATION_TOLERANCE` of its output range of its asymptotes: an
+    input beyond the calibrated interval then costs at most that much, instead of the function's change
+    between the interval's edge and the input.
 
     A side saturates when the function varies by less than the tolerance over the outer tenth of the
-    registry domain on that side; the registry domain never shrinks the interval.
+    registry domain on that side. Functions with one asymptote (GELU, SiLU: 0 below) keep the calibrated
+    interval: measured on tiny DeiT, reaching GELU's lower asymptote raised the relative logit error at T=16
+    from 0.009 to 0.013 (precision spent where calibration saw no inputs). The interval never shrinks.
     """
     spec = get_function(function)
     t_lo, t_hi = spec.domain
@@ -258,7 +260,7 @@ def saturation_extended(function: str, lo: float, hi: float) -> tuple[float, flo
         grid = torch.linspace(edge, far, 4097, dtype=torch.float64)
         gap = (spec.fn(grid) - spec.fn(grid[-1:])).abs()
         if float(gap[int(0.9 * 4096) :].max()) > tol:
-            continue  # no asymptote on this side (e.g. GELU/SiLU above)
+            return (lo, hi)  # no asymptote on this side (e.g. GELU/SiLU above): not a saturating function
         outside = (gap > tol).nonzero()
         reach = float(grid[int(outside[-1]) + 1]) if len(outside) else edge
         out[side] = min(reach, edge) if side == 0 else max(reach, edge)
