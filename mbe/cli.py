@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "support-matrix", help="convert tiny random models of many transformers architectures and tabulate the result"
     )
     matrix.add_argument("archs", nargs="*", help="architectures (default: every one in mbe.zoo.tiny.TINY_ARCHS)")
-    matrix.add_argument("--timesteps", type=int, nargs="+", default=[8, 16])
+    matrix.add_argument("--timesteps", type=int, nargs="+", default=[8, 16, 32])
     matrix.add_argument("--out", default="results", help="folder for support_matrix.csv and .md")
     matrix.add_argument("--quiet", action="store_true", help="no progress bar")
     matrix.set_defaults(run=_cmd_support_matrix)

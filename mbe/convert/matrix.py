@@ -30,7 +30,7 @@ def relative_logit_error(ann: torch.nn.Module, snn: torch.nn.Module, batch: dict
     return float(torch.linalg.vector_norm(s - a) / torch.linalg.vector_norm(a))
 
 
-def matrix_row(arch: str, timesteps: Iterable[int] = (8, 16), config: Optional[ConversionConfig] = None) -> dict:
+def matrix_row(arch: str, timesteps: Iterable[int] = (8, 16, 32), config: Optional[ConversionConfig] = None) -> dict:
     """Convert the tiny ``arch`` (calibrated on its example batch) and measure it at each T."""
     from ..zoo.tiny import tiny_model
 
@@ -52,9 +52,12 @@ def matrix_row(arch: str, timesteps: Iterable[int] = (8, 16), config: Optional[C
     row["analog"] = len(analog_sites) + len(analog_modules)
     row["analog_reasons"] = " | ".join(reasons)
     row["max_reference_error"] = float(sites.reference_error.max()) if len(sites) else float("nan")
+    timesteps = sorted(timesteps)
     for t in timesteps:
         set_timesteps(snn, t)
         row[f"rel_error_T{t}"] = relative_logit_error(model, snn, batch)
+    errs = [row[f"rel_error_T{t}"] for t in timesteps]
+    row["more_t_never_hurts"] = all(b <= a for a, b in zip(errs, errs[1:], strict=False))
     ann_state, snn_state = model.state_dict(), snn.state_dict()
     row["weights_untouched"] = set(ann_state) == set(snn_state) and all(
         torch.equal(ann_state[k], snn_state[k]) for k in ann_state
@@ -73,7 +76,7 @@ def _spiking_energy_ratio(snn) -> float:
 
 
 def support_matrix(
-    archs: Optional[Iterable[str]] = None, timesteps: Iterable[int] = (8, 16), progress: bool = True
+    archs: Optional[Iterable[str]] = None, timesteps: Iterable[int] = (8, 16, 32), progress: bool = True
 ) -> pd.DataFrame:
     """One :func:`matrix_row` per architecture (default: every one in :data:`mbe.zoo.tiny.TINY_ARCHS`)."""
     from ..zoo.tiny import TINY_ARCHS
@@ -105,6 +108,7 @@ def write_support_matrix(frame: pd.DataFrame, out_dir="results") -> tuple[Path, 
         *[f"{k}_sites" for k in SITE_KINDS],
         "analog",
         *errs,
+        "more_t_never_hurts",
         "weights_untouched",
         "convert_seconds",
     ]
@@ -112,7 +116,8 @@ def write_support_matrix(frame: pd.DataFrame, out_dir="results") -> tuple[Path, 
         "# Support matrix",
         "",
         "Command: `python -m mbe support-matrix`. Tiny random models (`mbe.zoo.tiny`), default `ConversionConfig`,",
-        "calibrated on one batch, relative logit error `||snn - ann|| / ||ann||` on that batch. `convert_seconds`",
+        "calibrated on one batch, relative logit error `||snn - ann|| / ||ann||` on that batch;",
+        "`more_t_never_hurts`: the error does not grow from one T to the next. `convert_seconds`",
         "includes fitting activation neurons on calibrated domains when the fit cache does not hold them yet.",
         "",
         "| " + " | ".join(c.replace("_sites", "") for c in cols) + " |",
@@ -126,7 +131,7 @@ def write_support_matrix(frame: pd.DataFrame, out_dir="results") -> tuple[Path, 
         lines.append("| " + " | ".join(vals) + " |")
     lines += ["", "What stays analog, and why:", ""]
     for r in frame.itertuples():
-        if r.analog_reasons:
+        if isinstance(r.analog_reasons, str) and r.analog_reasons:
             lines.append(f"- **{r.arch}**: {r.analog_reasons}")
     md.write_text("\n".join(lines) + "\n")
     return csv, md
