@@ -194,3 +194,24 @@ def test_density_domains_reach_the_asymptote_of_saturating_functions():
     assert saturation_extended("gelu", -0.5, 0.5) == (-0.5, 0.5)  # one asymptote (0, below): kept as calibrated
     assert saturation_extended("relu", -1.0, 1.0) == (-1.0, 1.0)  # no asymptote: the calibrated interval
     assert saturation_extended("gelu", -200.0, 3.0) == (-200.0, 3.0)  # never shrinks
+
+
+def test_default_config_and_the_paper_preset():
+    default, paper = mbe.ConversionConfig(), mbe.ConversionConfig.paper(timesteps=8)
+    assert default.activation_domain == "density" and default.n_basis["gelu"] == 8
+    assert (paper.activation_domain, paper.n_basis, paper.refine, paper.row_scaling, paper.timesteps) == (
+        "table",
+        {},
+        0,
+        False,
+        8,
+    )
+    assert mbe.ConversionConfig.preset("paper") == mbe.ConversionConfig.paper()
+    assert mbe.ConversionConfig.preset("default", timesteps=4).timesteps == 4
+    with pytest.raises(ValueError, match="unknown preset 'best'"):
+        mbe.ConversionConfig.preset("best")
+    from mbe.experiments.conversion import sweep_config
+
+    assert sweep_config("calibrated", 16).activation_domain == "calibrated"
+    with pytest.raises(ValueError, match="unknown configuration 'fast'"):
+        sweep_config("fast", 16)
