@@ -215,3 +215,13 @@ def test_default_config_and_the_paper_preset():
     assert sweep_config("calibrated", 16).activation_domain == "calibrated"
     with pytest.raises(ValueError, match="unknown configuration 'fast'"):
         sweep_config("fast", 16)
+
+
+def test_report_shows_the_calibration_quantiles(tiny_gpt2):
+    _, _, snn = tiny_gpt2
+    report = mbe.conversion_report(snn).set_index("site")
+    act = report.loc["transformer.h.0.mlp.act"]
+    key, values = act.quantiles.split(" ")
+    lo, mid, hi = (float(v) for v in values.split("/"))
+    rng_lo, rng_hi = snn.mbe_state.sites["transformer.h.0.mlp.act"].ranges["input"]
+    assert key == "input" and rng_lo <= lo <= mid <= hi <= rng_hi

@@ -16,9 +16,13 @@ LINEAR_PARTS = (
 )
 
 
+#: the quantiles of each site input the report shows (from the calibration sketches)
+QUANTILES = (0.001, 0.5, 0.999)
+
+
 def conversion_report(snn: nn.Module) -> pd.DataFrame:
     """One row per site: kind, operator, status, handler, the class it replaced, the reference check, N, T,
-    calibrated ranges and (after a run) spikes, firing rate, synaptic operations and clamped inputs; then one
+    calibrated ranges, the 0.1/50/99.9 % quantiles of the calibration inputs and (after a run) spikes, firing rate, synaptic operations and clamped inputs; then one
     row per module that stays analog with the reason, and the linear parts."""
     from ..functions import get_function
 
@@ -57,6 +61,9 @@ def conversion_report(snn: nn.Module) -> pd.DataFrame:
                 "timesteps": cfg.timesteps,
                 "mode": cfg.mode,
                 "ranges": "; ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in site.ranges.items()),
+                "quantiles": "; ".join(
+                    f"{k} " + "/".join(f"{v:.3g}" for v in site.quantiles(k, QUANTILES).tolist()) for k in site.sketches
+                ),
                 "spikes": spikes,
                 "firing_rate": spikes / slots if slots else float("nan"),
                 "sops": int(frame.sops.sum()) if len(frame) else 0,

@@ -227,7 +227,8 @@ class ConversionState:
         return torch.cat(parts) if parts else None
 
     def fit_activation_neurons(self) -> None:
-        """Under ``activation_domain='calibrated'``, fit every activation function's neuron for the current T."""
+        """Fit (or load from the fit cache) every activation function's neuron for the current T (nothing under
+        ``activation_domain='table'``)."""
         for fn in sorted({s.function for s in self.sites.values() if s.kind == "activation"}):
             self.activation_neurons(fn)
 
