@@ -67,10 +67,14 @@ def eval_tokens(limit: int | None = None) -> torch.Tensor:
 
 
 def batches(split: str = "eval", batch_size: int = 4, limit: int | None = None, labels: bool = False):
-    """Calibration batches (``{"input_ids": [batch, context]}``) from consecutive windows of the eval text."""
+    """Batches (``{"input_ids": [batch, context]}``) of consecutive windows of the held-out text: for
+    calibration (``split="train"``) from its end, backwards (apart from the tokens evaluated first); otherwise
+    from its start."""
     ctx = RECIPE["context"]
     ids = eval_tokens()
     windows = ids[: ids.numel() // ctx * ctx].reshape(-1, ctx)
+    if split == "train":
+        windows = windows.flip(0)
     if limit is not None:
         windows = windows[:limit]
     return [{"input_ids": windows[i : i + batch_size]} for i in range(0, len(windows), batch_size)]
