@@ -1,6 +1,7 @@
 """The notebook suite in its smoke profile, run by papermill through the CLI, and its CSVs checked."""
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,9 @@ def smoke_run(tmp_path_factory):
         capture_output=True,
         text=True,
         timeout=1800,
+        # a wiring test: the density-weighted neurons the default config fits per model and T use the short
+        # schedule (one restart; cached apart from full fits), as in the fast tier
+        env={**os.environ, "MBE_QUICK_FITS": "1"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
