@@ -1,6 +1,6 @@
 """Test tiers.
 
-- ``pytest -m "not slow"``: the fast tier (under 90 s on 2 cores), to run after every change. It runs the
+- ``pytest -m "not slow"``: the fast tier (about 150 s on 2 cores), to run after every change. It runs the
   neurons' eager path (``MBE_COMPILE=0``): ``torch.compile`` costs about a minute of compiling per process
   on 2 cores, and the compiled path is proven bit-identical to the eager one by a slow test. Neurons fitted
   on calibrated domains use one restart and a short schedule (``MBE_QUICK_FITS=1``; cached on disk apart
