@@ -63,8 +63,6 @@ def only_sites(snn: nn.Module, keep: Callable) -> Iterable[int]:
 
 
 def _pick_metric(metric: str, batch: dict, labels: Optional[torch.Tensor], logits: torch.Tensor) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"error_budget: metric must be one of {METRICS}, got {metric!r}")
     if metric != "auto":
         return metric
     if labels is not None and labels.dim() == 1 and logits.dim() == 2:
@@ -88,7 +86,7 @@ class _Tally:
         self.n = self.hits = self.agree = self.positions = 0
         self.nll = self.diff2 = self.ref2 = 0.0
 
-    def add(self, ann: torch.Tensor, snn: torch.Tensor, batch: dict, labels: Optional[torch.Tensor]) -> tuple:
+    def add(self, ann: torch.Tensor, snn: torch.Tensor, batch: dict, labels: Optional[torch.Tensor]) -> None:
         self.diff2 += float(((snn - ann) ** 2).sum())
         self.ref2 += float((ann**2).sum())
         pa, ps = ann.argmax(-1), snn.argmax(-1)
@@ -172,10 +170,13 @@ def error_budget(
             warnings.simplefilter("ignore")
             snn = convert(model, calibration, config, progress=progress)
     state = _state(snn)
-    first = dict(batches[0])
-    labels0 = first.pop(label_key, None)
-    chosen = _pick_metric(metric, first, labels0, _logits(model, first))
-    if chosen == "accuracy" and labels0 is None:
+    split = []
+    for batch in batches:
+        batch = dict(batch)
+        split.append((batch, batch.pop(label_key, None)))
+    ann_logits = [_logits(model, b).float() for b, _ in split]  # kept float32 (an LM's logits are large)
+    chosen = _pick_metric(metric, split[0][0], split[0][1], ann_logits[0])
+    if chosen == "accuracy" and any(lab is None for _, lab in split):
         raise ValueError(f"error_budget: metric 'accuracy' needs {label_key!r} class labels in every evaluation batch")
 
     present = [k for k in SITE_KINDS if any(s.kind == k and s.spiking for s in state.sites.values())]
@@ -188,14 +189,6 @@ def error_budget(
         names = list(dict.fromkeys(layer_of(n) for n, s in state.sites.items() if s.spiking))
         scopes += [("layer", name, lambda s, name=name: layer_of(s.name) == name) for name in names]
 
-    split = []
-    for batch in batches:
-        batch = dict(batch)
-        labels = batch.pop(label_key, None)
-        if chosen == "accuracy" and labels is None:
-            raise ValueError(f"error_budget: an evaluation batch lacks {label_key!r}")
-        split.append((batch, labels))
-    ann_logits = [_logits(model, b).float() for b, _ in split]  # kept float32 (an LM's logits are large)
     ann_tally = _Tally(chosen)
     for (b, lab), a in zip(split, ann_logits, strict=True):
         ann_tally.add(a.double(), a.double(), b, lab)
