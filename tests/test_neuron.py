@@ -262,3 +262,35 @@ def test_trace_follows_the_simulation_for_one_input():
         fired = tr["spike"].bool()
         assert (tr["membrane"][fired] >= tr["threshold"][fired]).all()
         assert (tr["membrane"][~fired] < tr["threshold"][~fired]).all()
+
+
+@pytest.mark.parametrize("n_basis, timesteps", [(1, 1), (1, 8), (3, 5), (8, 4), (8, 8), (8, 16)])
+def test_binary_identity_meets_its_error_bound(n_basis, timesteps):
+    """The closed-form identity's error is at most alpha / (N 2^T) on its domain (plus float32 rounding)."""
+    lo, hi = -1.0, 3.0
+    neuron = mbe.neuron.binary_identity(n_basis, timesteps, (lo, hi))
+    x = torch.linspace(lo, hi, 40001)
+    err = (neuron(x).double() - x.double()).abs().max()
+    alpha = (hi - lo) / (2 * (1 - 2.0**-timesteps))
+    assert err <= alpha / (n_basis * 2.0**timesteps) + 1e-6
+    assert neuron.n_basis == n_basis and neuron.timesteps == timesteps and neuron.domain == (lo, hi)
+
+
+def test_products_encode_with_the_closed_form_identity_which_beats_the_shipped_fit():
+    """``neuron_for("identity")`` (what every spiking product encodes with) is the closed form, and it is more
+    accurate than the shipped fitted identity table at the same N and T."""
+    from mbe.tables import neuron_for
+
+    x = torch.linspace(-1, 1, 20001)
+    for timesteps in (8, 16):
+        closed, fitted = neuron_for("identity", 8, timesteps), mbe.get_neuron("identity", 8, timesteps)
+        closed_err = (closed(x) - x).abs().max()
+        assert torch.equal(closed.input_offset, mbe.neuron.binary_identity(8, timesteps).input_offset)
+        assert closed_err * 4 < (fitted(x) - x).abs().max()
+
+
+def test_binary_identity_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        mbe.neuron.binary_identity(0, 8)
+    with pytest.raises(ValueError):
+        mbe.neuron.binary_identity(8, 8, (1.0, -1.0))

@@ -3,7 +3,7 @@
 from .base import DomainWarning, SpikingNeuron
 from .fs import FSNeuron, FSParameters
 from .functional import NeuronOutput, SigmoidSurrogate, exponential_kernel, heaviside, simulate
-from .mbe import MBENeuron, MBEParameters
+from .mbe import MBENeuron, MBEParameters, binary_identity
 
 __all__ = [
     "DomainWarning",
@@ -17,4 +17,5 @@ __all__ = [
     "simulate",
     "MBENeuron",
     "MBEParameters",
+    "binary_identity",
 ]
