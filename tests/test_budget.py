@@ -200,7 +200,7 @@ def test_density_domains_reach_the_asymptote_of_saturating_functions():
 
 def test_default_config_and_the_paper_preset():
     default, paper = mbe.ConversionConfig(), mbe.ConversionConfig.paper(timesteps=8)
-    assert default.activation_domain == "density" and default.n_basis["gelu"] == 8
+    assert default.activation_domain == "density" and default.n_basis["gelu"] == 16 and default.n_basis["tanh"] == 8
     assert (paper.activation_domain, paper.n_basis, paper.refine, paper.row_scaling, paper.timesteps) == (
         "table",
         {},
@@ -227,3 +227,44 @@ def test_report_shows_the_calibration_quantiles(tiny_gpt2):
     lo, mid, hi = (float(v) for v in values.split("/"))
     rng_lo, rng_hi = snn.mbe_state.sites["transformer.h.0.mlp.act"].ranges["input"]
     assert key == "input" and rng_lo <= lo <= mid <= hi <= rng_hi
+
+
+def test_sites_share_a_neuron_only_when_their_ranges_are_alike():
+    from mbe.convert.sites import GROUP_WIDTH_RATIO, Site, _range_groups
+
+    def site(name, lo, hi):
+        s = Site(name, "activation", "gelu", "op", "h", "GELU")
+        if lo is not None:
+            s.ranges["input"] = (lo, hi)
+        return s
+
+    sites = [site("a", -4, 4), site("b", -3, 5), site("head", -0.5, 0.5), site("c", -0.6, 0.4), site("new", None, None)]
+    groups = _range_groups(sites, 0.0, GROUP_WIDTH_RATIO)
+    assert sorted(groups) == [("a", "b", "new"), ("c", "head")]
+    assert _range_groups(sites, 0.0, float("inf")) == [("a", "b", "c", "head", "new")]
+    assert _range_groups([site("x", None, None)], 0.0, 2.0) == [("x",)]
+
+
+def test_a_narrow_head_activation_gets_its_own_neuron():
+    """Tiny ELECTRA's classifier-head GELU sees a range half as wide as the first block's: under the default
+    (density) it does not share that block's neuron, and no site's neuron domain is over GROUP_WIDTH_RATIO times
+    its own range."""
+    from mbe.convert.sites import GROUP_WIDTH_RATIO
+
+    model, batch = tiny_model("electra")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = mbe.convert(model, [batch], mbe.ConversionConfig(), progress=False)
+    state = snn.mbe_state
+    acts = [s for s in state.sites.values() if s.kind == "activation"]
+    head = next(s for s in acts if s.name.startswith("classifier"))
+    assert len({state.activation_group(s) for s in acts}) == 2
+    assert not any(".layer.0." in name for name in state.activation_group(head))
+    margin = state.config.calibration_margin
+    for s in acts:
+        lo, hi = s.range("input", margin)
+        d_lo, d_hi = state.fitted_neuron(s.function, s).domain
+        assert d_lo <= lo and hi <= d_hi and d_hi - d_lo <= GROUP_WIDTH_RATIO * (hi - lo) * (1 + 1e-9)
+    report = mbe.conversion_report(snn).set_index("site")
+    first = next(s for s in acts if ".layer.0." in s.name)
+    assert report.loc[head.name, "neuron_domain"] != report.loc[first.name, "neuron_domain"]

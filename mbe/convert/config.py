@@ -11,9 +11,11 @@ from ..ops.encoding import check_mode
 SITE_KINDS = ("attention", "norm", "activation", "gated_product", "pool")
 ACTIVATION_DOMAINS = ("auto", "table", "calibrated", "density")
 #: the default N of the smooth activation functions (the paper uses 4): the error of a fitted neuron on a smooth
-#: function is mostly that of its N ramps (a piecewise-linear fit), not of T; N=8 cut the relative logit error of
-#: tiny random GPT-2/ELECTRA/DeiT by 3-6x at T=16 (see README, "Default configuration")
-ACTIVATION_N_BASIS = {"gelu": 8, "gelu_tanh": 8, "silu": 8, "tanh": 8, "sigmoid": 8}
+#: function is mostly that of its N ramps (a piecewise-linear fit with about N kinks), not of T, so it stops
+#: falling with T once T >= 16; N=8 cut the relative logit error of tiny random GPT-2/ELECTRA/DeiT by 3-6x at T=16
+#: and N=16 by another 2-4x (DeiT 0.0088 -> 0.0035, GPT-2 0.0011 -> 0.0003; see README, "Default configuration").
+#: tanh and sigmoid saturate, so most of their domain is flat and N=8 suffices
+ACTIVATION_N_BASIS = {"gelu": 16, "gelu_tanh": 16, "silu": 16, "tanh": 8, "sigmoid": 8}
 #: the named configurations of :meth:`ConversionConfig.preset`
 PRESETS = ("default", "paper")
 
@@ -50,7 +52,9 @@ class ConversionConfig:
             neurons on the paper's domains (no fitting); ``"calibrated"`` always fits on the exact union;
             ``"density"`` fits on that union too, weighting the error by the calibration inputs' density
             (the sites' sketches, see :class:`mbe.convert.Site`), so outliers that stretch the interval do not
-            take the precision from where most inputs fall; for a function that saturates on both sides (tanh,
+            take the precision from where most inputs fall; sites share a neuron only when the shared domain is
+            at most twice as wide as each one's own range (:meth:`mbe.convert.ConversionState.activation_group`:
+            a narrow classifier-head activation gets its own); for a function that saturates on both sides (tanh,
             sigmoid) the domain reaches its asymptotes
             (:func:`mbe.convert.sites.saturation_extended`), so inputs beyond the calibrated interval cost
             almost nothing.

@@ -36,7 +36,7 @@ def conversion_report(snn: nn.Module) -> pd.DataFrame:
         fn = site.function
         override = (cfg.neurons or {}).get(fn)
         n = override.n_basis if override is not None else cfg.n_basis.get(fn, get_function(fn).n_basis)
-        fitted = state.fitted_neuron(fn) if site.kind == "activation" else None
+        fitted = state.fitted_neuron(fn, site) if site.kind == "activation" else None
         fitted = override if override is not None else fitted
         if site.spiking:
             status = "spiking"

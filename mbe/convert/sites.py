@@ -17,6 +17,9 @@ from .config import ConversionConfig
 
 #: how many input values a site keeps per key as its distribution sketch (a uniform random sample)
 SKETCH_SIZE = 8192
+#: under ``activation_domain="density"`` a site shares a neuron only if the shared domain is at most this many
+#: times as wide as its own calibrated interval (:meth:`ConversionState.activation_group`)
+GROUP_WIDTH_RATIO = 2.0
 
 
 @dataclass
@@ -140,8 +143,9 @@ class ConversionState:
         self.sites: dict[str, Site] = {}
         self.calibrating = False
         self.analog: list[AnalogModule] = []
-        # (function, T) -> the neuron fitted on its calibrated domain, or None for the shipped table;
-        # resolved once per T (not per forward) and cleared when calibration changes the ranges
+        # (function, group of site names, T) -> the neuron fitted for that group, or None for the shipped table,
+        # and ("groups", function) -> the function's site groups; resolved once per T (not per forward) and
+        # cleared when calibration changes the ranges
         self.fitted: dict[tuple[str, int], object] = {}
         self.inline_paused = 0  # > 0 while mbe's own code runs torch functions inside a model's forward
 
@@ -163,10 +167,41 @@ class ConversionState:
         cfg = self.config
         return {"timesteps": cfg.timesteps, "mode": cfg.mode, "stats": site.stats, "neurons": cfg.neurons or None}
 
-    def activation_domain(self, function: str) -> Optional[tuple[float, float]]:
-        """The domain ``function``'s neuron is fitted on, or ``None`` for the shipped table.
+    def activation_group(self, site: Site) -> tuple[str, ...]:
+        """The names of the activation sites that share ``site``'s neuron (sorted; ``site`` among them).
 
-        ``calibrated``: the union of the function's calibrated site intervals (widened by the margin).
+        Under ``activation_domain="density"`` a function's sites are grouped so that no site's neuron is fitted
+        on a domain more than :data:`GROUP_WIDTH_RATIO` times as wide as its own calibrated interval (a
+        classifier head's narrow activation does not share the wide neuron of the blocks, whose levels would
+        mostly fall where the head never looks): sites are taken narrowest first, each joins the first group
+        whose union stays within the ratio of that group's narrowest interval, else starts one. Sites of
+        similar range share one neuron (one fit). Other domains: one group per function.
+        """
+        key = ("groups", site.function)
+        if key not in self.fitted:
+            self.fitted[key] = _range_groups(
+                [s for s in self.sites.values() if s.kind == "activation" and s.function == site.function],
+                self.config.calibration_margin,
+                GROUP_WIDTH_RATIO if self.config.activation_domain == "density" else math.inf,
+            )
+        groups = self.fitted[key]
+        return next((g for g in groups if site.name in g), (site.name,))
+
+    def _group_sites(self, function: str, group: Optional[tuple[str, ...]]) -> list[Site]:
+        return [
+            s
+            for s in self.sites.values()
+            if s.kind == "activation" and s.function == function and (group is None or s.name in group)
+        ]
+
+    def activation_domain(
+        self, function: str, group: Optional[tuple[str, ...]] = None
+    ) -> Optional[tuple[float, float]]:
+        """The domain ``function``'s neuron (for the sites in ``group``; default: every site of ``function``) is
+        fitted on, or ``None`` for the shipped table.
+
+        ``calibrated``: the union of the sites' calibrated intervals (widened by the margin).
+        ``density``: that union, reaching the asymptotes of a function that saturates on both sides.
         ``auto``: that union rounded outward to 3 significant bits, when it is at most a quarter of the shipped
         table's domain wide (the table would spend its levels where no input falls); else the table.
         """
@@ -174,9 +209,7 @@ class ConversionState:
         if cfg.activation_domain == "table":
             return None
         spans = [
-            s.range("input", cfg.calibration_margin)
-            for s in self.sites.values()
-            if s.kind == "activation" and s.function == function and "input" in s.ranges
+            s.range("input", cfg.calibration_margin) for s in self._group_sites(function, group) if "input" in s.ranges
         ]
         spans = [(lo, hi) for lo, hi in spans if hi > lo]
         if not spans:
@@ -192,21 +225,24 @@ class ConversionState:
             return None
         return (lo, hi)
 
-    def activation_neurons(self, function: str) -> Optional[dict]:
-        """``{function: neuron}`` fitted on :meth:`activation_domain` (cached per T and on disk, see
-        :func:`mbe.tables.fitted_on_domain`), or ``None`` for the shipped table."""
-        neuron = self.fitted_neuron(function)
+    def activation_neurons(self, function: str, site: Optional[Site] = None) -> Optional[dict]:
+        """``{function: neuron}`` for ``site`` (its group's, see :meth:`fitted_neuron`), or ``None`` for the
+        shipped table."""
+        neuron = self.fitted_neuron(function, site)
         return None if neuron is None else {function: neuron}
 
-    def fitted_neuron(self, function: str):
-        """The neuron fitted for ``function`` at the current T, or ``None`` (the shipped table)."""
+    def fitted_neuron(self, function: str, site: Optional[Site] = None):
+        """The neuron fitted at the current T for ``site``'s group (:meth:`activation_group`; without ``site``,
+        for every site of ``function``), or ``None`` (the shipped table). Resolved once per group and T, and
+        cached on disk (:func:`mbe.tables.fitted_on_domain`)."""
         cfg = self.config
-        key = (function, cfg.timesteps)
+        group = self.activation_group(site) if site is not None and site.kind == "activation" else None
+        key = (function, group, cfg.timesteps)
         if key not in self.fitted:
             from ..tables import fitted_on_domain
 
-            domain = self.activation_domain(function)
-            density = self.activation_density(function) if cfg.activation_domain == "density" else None
+            domain = self.activation_domain(function, group)
+            density = self.activation_density(function, group) if cfg.activation_domain == "density" else None
             self.fitted[key] = (
                 None
                 if domain is None
@@ -214,13 +250,14 @@ class ConversionState:
             )
         return self.fitted[key]
 
-    def activation_density(self, function: str) -> Optional[Tensor]:
-        """The calibration inputs of every activation site of ``function``, each site weighted alike (its sketch
-        resampled to :data:`SKETCH_SIZE` values, seeded): a head's one small activation counts as much as a
-        block's large one, since either error reaches the output. ``None`` if no site was seen."""
+    def activation_density(self, function: str, group: Optional[tuple[str, ...]] = None) -> Optional[Tensor]:
+        """The calibration inputs of the activation sites of ``function`` (those in ``group`` when given), each
+        site weighted alike (its sketch resampled to :data:`SKETCH_SIZE` values, seeded): a head's one small
+        activation counts as much as a block's large one, since either error reaches the output. ``None`` if no
+        site was seen."""
         parts = []
-        for s in self.sites.values():
-            if s.kind == "activation" and s.function == function and "input" in s.sketches:
+        for s in self._group_sites(function, group):
+            if "input" in s.sketches:
                 sketch = s.sketches["input"]
                 gen = torch.Generator().manual_seed(zlib.crc32(s.name.encode()))
                 parts.append(sketch[torch.randint(sketch.numel(), (SKETCH_SIZE,), generator=gen)])
@@ -229,8 +266,9 @@ class ConversionState:
     def fit_activation_neurons(self) -> None:
         """Fit (or load from the fit cache) every activation function's neuron for the current T (nothing under
         ``activation_domain='table'``)."""
-        for fn in sorted({s.function for s in self.sites.values() if s.kind == "activation"}):
-            self.activation_neurons(fn)
+        for site in self.sites.values():
+            if site.kind == "activation":
+                self.fitted_neuron(site.function, site)
 
 
 #: a density domain reaches as far as its function takes to come within this fraction of its output range on the
@@ -275,3 +313,28 @@ def _outward(v: float, bits: int = 3) -> float:
         return 0.0
     step = 2.0 ** (math.floor(math.log2(abs(v))) - (bits - 1))
     return math.copysign(math.ceil(abs(v) / step) * step, v)
+
+
+def _range_groups(sites: list, margin: float, ratio: float) -> list[tuple[str, ...]]:
+    """Group ``sites`` (narrowest calibrated interval first) so that each group's union is at most ``ratio``
+    times as wide as its narrowest member's interval; sites without a range join the widest group."""
+    spans = {s.name: s.range("input", margin) for s in sites}
+    ranged = sorted((n for n, r in spans.items() if r is not None), key=lambda n: (spans[n][1] - spans[n][0], n))
+    groups: list[list] = []  # [narrowest width, lo, hi, names]
+    for name in ranged:
+        lo, hi = spans[name]
+        for g in groups:
+            u_lo, u_hi = min(g[1], lo), max(g[2], hi)
+            if u_hi - u_lo <= ratio * g[0]:
+                g[1], g[2] = u_lo, u_hi
+                g[3].append(name)
+                break
+        else:
+            groups.append([hi - lo, lo, hi, [name]])
+    unranged = [n for n, r in spans.items() if r is None]
+    if unranged:
+        if groups:
+            max(groups, key=lambda g: g[2] - g[1])[3].extend(unranged)
+        else:
+            groups.append([0.0, 0.0, 0.0, unranged])
+    return [tuple(sorted(g[3])) for g in groups]

@@ -86,11 +86,11 @@ class SpikingActivation(SiteModule):
 
 
 def spiking_activation(state, site, function: str, x: Tensor) -> Tensor:
-    """``function`` at ``site`` by its neuron: the calibrated fit under ``activation_domain='calibrated'``,
-    explicit overrides first, else the shipped table."""
+    """``function`` at ``site`` by its neuron: explicit overrides first, else the neuron fitted for the site's
+    group (:meth:`ConversionState.fitted_neuron`), else (``activation_domain='table'``) the shipped table."""
     cfg = state.config
     kw = state.op_kwargs(site)
-    fitted = state.activation_neurons(function)
+    fitted = state.activation_neurons(function, site)
     if fitted:
         kw["neurons"] = {**fitted, **(cfg.neurons or {})}
     return ops.spiking_activation(function, x, n_basis=cfg.n_basis.get(function), **kw)
