@@ -146,7 +146,7 @@ class ConversionState:
         # (function, group of site names, T) -> the neuron fitted for that group, or None for the shipped table,
         # and ("groups", function) -> the function's site groups; resolved once per T (not per forward) and
         # cleared when calibration changes the ranges
-        self.fitted: dict[tuple[str, int], object] = {}
+        self.fitted: dict[tuple, object] = {}
         self.inline_paused = 0  # > 0 while mbe's own code runs torch functions inside a model's forward
 
     def new_site(self, name: str, kind: str, function: str, operator: str, handler: str, module_class: str) -> Site:
