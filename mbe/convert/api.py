@@ -114,7 +114,8 @@ def calibrate(snn: nn.Module, calibration: Iterable[dict], progress: bool = True
     batches = _batches(calibration)
     for site in state.sites.values():
         site.reference_error, site.analog_reason = None, ""
-    state.fitted.clear()  # new ranges: the activation neurons are resolved again after calibration
+    state.fitted.clear()  # new ranges: the activation neurons and their site groups are resolved again
+    state.groups.clear()
     it = batches
     if progress:
         from tqdm.auto import tqdm

@@ -143,10 +143,10 @@ class ConversionState:
         self.sites: dict[str, Site] = {}
         self.calibrating = False
         self.analog: list[AnalogModule] = []
-        # (function, group of site names, T) -> the neuron fitted for that group, or None for the shipped table,
-        # and ("groups", function) -> the function's site groups; resolved once per T (not per forward) and
-        # cleared when calibration changes the ranges
+        # (function, group of site names, T) -> the neuron fitted for that group, or None for the shipped table;
+        # function -> its activation sites' groups. Resolved once (per T), cleared when calibration changes ranges
         self.fitted: dict[tuple, object] = {}
+        self.groups: dict[str, list[tuple[str, ...]]] = {}
         self.inline_paused = 0  # > 0 while mbe's own code runs torch functions inside a model's forward
 
     def new_site(self, name: str, kind: str, function: str, operator: str, handler: str, module_class: str) -> Site:
@@ -177,15 +177,13 @@ class ConversionState:
         whose union stays within the ratio of that group's narrowest interval, else starts one. Sites of
         similar range share one neuron (one fit). Other domains: one group per function.
         """
-        key = ("groups", site.function)
-        if key not in self.fitted:
-            self.fitted[key] = _range_groups(
-                [s for s in self.sites.values() if s.kind == "activation" and s.function == site.function],
+        if site.function not in self.groups:
+            self.groups[site.function] = _range_groups(
+                self._group_sites(site.function, None),
                 self.config.calibration_margin,
                 GROUP_WIDTH_RATIO if self.config.activation_domain == "density" else math.inf,
             )
-        groups = self.fitted[key]
-        return next((g for g in groups if site.name in g), (site.name,))
+        return next((g for g in self.groups[site.function] if site.name in g), (site.name,))
 
     def _group_sites(self, function: str, group: Optional[tuple[str, ...]]) -> list[Site]:
         return [

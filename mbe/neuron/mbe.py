@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from .base import SpikingNeuron, validate_counts
+from .base import SpikingNeuron, validate_counts, validate_domain
 from .functional import exponential_kernel
 
 PER_BASIS = ("alpha_d", "alpha_r", "alpha_vth", "tau_d", "tau_r", "tau_vth", "dt", "weight", "input_offset")
@@ -154,8 +154,6 @@ def binary_identity(n_basis: int, timesteps: int, domain=(-1.0, 1.0)) -> MBENeur
     rather than fitting them, and this is a neuron of exactly its form (Eq. 4-8) with those parameters fixed.
     Any N >= 1 and T >= 1; no fit, so nothing to ship or cache.
     """
-    from .base import validate_domain
-
     validate_counts(n_basis, timesteps)
     lo, hi = validate_domain(domain)
     alpha = (hi - lo) / (2.0 * (1.0 - 2.0**-timesteps))
