@@ -184,8 +184,8 @@ def test_classifier_comparison_reports_intervals():
     assert res["ann_accuracy_ci_low"] <= res["ann_accuracy"] <= res["ann_accuracy_ci_high"]
 
 
-def test_density_domains_reach_the_asymptote_of_saturating_functions():
-    from mbe.convert.sites import SATURATION_TOLERANCE, saturation_extended
+def test_saturating_functions_get_tails_that_reach_their_asymptotes():
+    from mbe.convert.sites import SATURATION_TOLERANCE, saturating_tails, saturation_extended
 
     lo, hi = saturation_extended("tanh", -0.5, 0.5)
     assert lo < -3 and hi > 3
@@ -196,6 +196,41 @@ def test_density_domains_reach_the_asymptote_of_saturating_functions():
     assert saturation_extended("gelu", -0.5, 0.5) == (-0.5, 0.5)  # one asymptote (0, below): kept as calibrated
     assert saturation_extended("relu", -1.0, 1.0) == (-1.0, 1.0)  # no asymptote: the calibrated interval
     assert saturation_extended("gelu", -200.0, 3.0) == (-200.0, 3.0)  # never shrinks
+    (t_lo, edge_lo), (edge_hi, t_hi) = saturating_tails("tanh", -0.5, 0.5)
+    assert (edge_lo, edge_hi) == (-0.5, 0.5) and t_lo < -3 and t_hi > 3
+    assert saturating_tails("gelu", -0.5, 0.5) == () and saturating_tails("tanh", -9.0, 9.0) == ()
+
+
+class _TanhHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = torch.nn.Tanh()
+
+    def forward(self, x):
+        return self.act(x)
+
+
+@pytest.mark.parametrize("timesteps", [8, 16])
+def test_inputs_beyond_the_calibrated_range_cost_at_most_the_clamp(timesteps):
+    """Calibrated on [-0.5, 0.5], a tanh site evaluated on [-6, 6]: the main neuron keeps its levels on the
+    calibrated interval, the tails take what lies beyond (not clamped to tanh(0.5) = 0.46, a cost of up to 0.54)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = mbe.convert(_TanhHead(), [{"x": torch.linspace(-0.5, 0.5, 257)}], progress=False)
+        mbe.set_timesteps(snn, timesteps)
+        x = torch.linspace(-6, 6, 4801)
+        with torch.no_grad():
+            err = (snn(x=x) - torch.tanh(x)).abs()
+    site = sites(snn)["act"]
+    domain = snn.mbe_state.fitted_neuron("tanh", site).domain
+    assert 0.5 <= domain[1] < 0.6  # the calibrated interval (and margin), not the asymptote's reach
+    inside = x.abs() <= 0.5
+    clamp_cost = (torch.tanh(x) - torch.tanh(x.clamp(*domain))).abs()
+    in_err = float(err[inside].max())
+    # never worse than the clamp, up to the neuron's own error
+    assert float((err - clamp_cost)[~inside].max()) <= 1.5 * in_err
+    assert float(err[x.abs() > 1.5].max()) < 0.01  # far beyond: near the asymptote, where a clamp would cost > 0.4
+    assert site.stats.sites["tanh.tail"].spikes > 0 and site.stats.sites["tanh"].clamped > 0
 
 
 def test_default_config_and_the_paper_preset():

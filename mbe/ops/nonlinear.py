@@ -30,7 +30,7 @@ from ..functions import get_function
 from ..neuron.base import SpikingNeuron
 from ..neuron.functional import check_finite
 from ..stats import OpStats
-from .encoding import Range, check_args, resolve_range, run_site_neuron
+from .encoding import Range, check_args, pick_neuron, resolve_range, run_site_neuron
 from .products import DEFAULT_BUDGET_MB, spiking_mul
 
 LOG2E = 1.0 / math.log(2.0)
@@ -383,11 +383,17 @@ def spiking_activation(
     input_range: Range = None,
     stats: Optional[OpStats] = None,
     neurons: Optional[Mapping[str, SpikingNeuron]] = None,
+    tails: Sequence[SpikingNeuron] = (),
 ) -> Tensor:
     """One fitted neuron per activation: ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"tanh"``,
     ``"sigmoid"`` or any registered function. ``input_range`` (calibrated) clamps inputs first,
     counting them as saturated; inputs outside the neuron's fitted domain are clamped and counted too.
-    ``mode="event"`` materialises the spike trains (same result)."""
+    ``mode="event"`` materialises the spike trains (same result).
+
+    ``tails``: neurons for inputs beyond the main neuron's domain, each on an interval that starts (or ends)
+    at one of its edges: an input below the main domain's ``lo`` takes the tail ending at ``lo`` (clamped to
+    that tail's own domain), one above ``hi`` the tail starting at ``hi``. Their spikes are recorded under
+    ``"{name}.tail"``; the inputs they take still count as clamped by the main neuron."""
     check_args(mode, timesteps, n_basis)
     check_finite(x, f"activation {name!r}")
     pre = 0
@@ -400,7 +406,26 @@ def spiking_activation(
     )
     if stats is not None and pre:
         stats.sites[name].clamped += pre
-    return res.output
+    out = res.output
+    if tails:
+        main_lo, main_hi = pick_neuron(name, timesteps, n_basis, neurons).domain
+        for tail in tails:
+            t_lo, t_hi = tail.domain
+            if t_hi == main_lo:
+                beyond = x < main_lo
+            elif t_lo == main_hi:
+                beyond = x > main_hi
+            else:
+                raise ValueError(
+                    f"activation {name!r}: tail neuron domain {tail.domain} does not start or end at the main "
+                    f"neuron's domain {(main_lo, main_hi)}"
+                )
+            if bool(beyond.any()):
+                t_res = run_site_neuron(
+                    x[beyond], name, timesteps, key=f"{name}.tail", stats=stats, neurons={name: tail}
+                )
+                out = out.masked_scatter(beyond, t_res.output.to(out.dtype))
+    return out
 
 
 def spiking_max_pool2d(

@@ -87,12 +87,14 @@ class SpikingActivation(SiteModule):
 
 def spiking_activation(state, site, function: str, x: Tensor) -> Tensor:
     """``function`` at ``site`` by its neuron: explicit overrides first, else the neuron fitted for the site's
-    group (:meth:`ConversionState.fitted_neuron`), else (``activation_domain='table'``) the shipped table."""
+    group (:meth:`ConversionState.fitted_neuron`, with its :meth:`~ConversionState.tail_neurons` beyond its domain),
+    else (``activation_domain='table'``) the shipped table."""
     cfg = state.config
     kw = state.op_kwargs(site)
     fitted = state.activation_neurons(function, site)
     if fitted:
         kw["neurons"] = {**fitted, **(cfg.neurons or {})}
+        kw["tails"] = state.tail_neurons(function, site)
     return ops.spiking_activation(function, x, n_basis=cfg.n_basis.get(function), **kw)
 
 
