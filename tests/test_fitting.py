@@ -126,3 +126,36 @@ def test_fs_binary_init_beats_random_on_relu():
 def test_surrogate_phase_never_returns_worse_than_its_start():
     res = mbe.fit_neuron("tanh", n_basis=2, **quick())
     assert res.train_mse <= res.history[0]
+
+
+def test_a_warm_start_reproduces_its_parameters_and_is_never_lost():
+    from mbe.fitting.recipes import get_recipe
+    from mbe.fitting.state import MBEFitState
+
+    low = mbe.fit_neuron("gelu", domain=(-2.0, 2.0), n_basis=4, **quick(timesteps=16))
+    start = low.neuron.parameters_record()
+    state = MBEFitState.from_params(start, 32, (-2.0, 2.0), get_recipe("best"))
+    for name, value in vars(state.params()).items():
+        torch.testing.assert_close(value.float(), getattr(start, name).float(), rtol=1e-6, atol=1e-7)
+    high = mbe.fit_neuron("gelu", domain=(-2.0, 2.0), n_basis=4, init=start, **quick(timesteps=32))
+    # the start (its readout re-solved at T=32) is the first candidate: the fit ends at or below it
+    assert high.history[0] >= high.train_mse and high.neuron.timesteps == 32
+    cold = mbe.fit_neuron("gelu", domain=(-2.0, 2.0), n_basis=4, **quick(timesteps=32))
+    assert not torch.equal(high.neuron.tau_d, cold.neuron.tau_d)  # the start was used
+    with pytest.raises(ValueError, match="init must be MBEParameters with N=2"):
+        mbe.fit_neuron("gelu", domain=(-2.0, 2.0), n_basis=2, init=start, **quick())
+
+
+def test_fits_above_t16_start_from_the_lower_t(tmp_path, monkeypatch):
+    from mbe import tables
+
+    monkeypatch.setenv("MBE_CACHE_DIR", str(tmp_path))
+    assert [tables.refinement_anchor(t) for t in (8, 16, 17, 32, 64)] == [None, None, 16, 16, 32]
+    anchor = tables.fitted_on_domain("silu", (-1.0, 1.0), 2, 16)
+    warm = tables.fitted_on_domain("silu", (-1.0, 1.0), 2, 32, init=anchor)
+    cold = tables.fitted_on_domain("silu", (-1.0, 1.0), 2, 32)
+    folders = sorted(p.parent.name for p in tmp_path.rglob("silu-N2-T32-best.json"))
+    assert len(folders) == 2 and any("_init-" in f for f in folders)  # cached apart
+    assert not torch.equal(warm.tau_d, cold.tau_d)
+    again = tables.fitted_on_domain("silu", (-1.0, 1.0), 2, 32, init=anchor)  # from the cache
+    assert torch.equal(again.tau_d, warm.tau_d)

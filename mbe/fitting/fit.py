@@ -17,6 +17,7 @@ from ..neuron.mbe import MBENeuron, MBEParameters
 from .initialisation import initial_state
 from .loop import basis_outputs, descend, lstsq_readout
 from .recipes import FitRecipe, get_recipe
+from .state import MBEFitState
 from .targets import neuron_mse, resolve_target, training_samples
 
 
@@ -45,6 +46,7 @@ def fit_neuron(
     eval_points: int = 10_000,
     progress: bool = False,
     density=None,
+    init: Optional[MBEParameters] = None,
     **overrides,
 ) -> FitResult:
     """Fit an MBE neuron to ``target`` on ``domain``.
@@ -62,6 +64,9 @@ def fit_neuron(
         density: a sample of the inputs the neuron will see (e.g. a site's calibration sketch); the fit then
             minimises the MSE weighted by their density (plus a uniform floor, see
             :func:`mbe.fitting.targets.training_samples`) instead of the plain MSE over the domain.
+        init: parameters to start from instead of the recipe's initialisation (same N), e.g. the fit at a
+            lower T: the result is never worse on the training objective than ``init`` run at ``timesteps``
+            (the starting point is the first candidate kept).
         **overrides: fields of the recipe to change, e.g. ``decay=False`` for the no-decay ablation.
 
     Returns:
@@ -75,7 +80,12 @@ def fit_neuron(
     t0 = time.perf_counter()
     gen, x, y = training_samples(name, fn, domain, rec, seed, density)
     xf = x.float()
-    state = initial_state(fn, x, y, n_basis, timesteps, domain, rec, gen)
+    if init is None:
+        state = initial_state(fn, x, y, n_basis, timesteps, domain, rec, gen)
+    elif not isinstance(init, MBEParameters) or init.n_basis != n_basis:
+        raise ValueError(f"fit_neuron: init must be MBEParameters with N={n_basis} bases, got {init!r:.80}")
+    else:
+        state = MBEFitState.from_params(init, timesteps, domain, rec)
 
     surrogate = SigmoidSurrogate(rec.surrogate_slope)
 

@@ -56,6 +56,33 @@ class MBEFitState:
         self.bias = torch.tensor(float(bias), **f64).requires_grad_(recipe.output_bias and not recipe.least_squares)
         self.n = n
 
+    @classmethod
+    def from_params(cls, params: MBEParameters, timesteps: int, domain, recipe: FitRecipe) -> "MBEFitState":
+        """The raw values whose :meth:`params` are ``params`` (to float64 rounding): a warm start from a fitted
+        neuron (e.g. the same function's fit at a lower T). Shared-level recipes take the first basis's levels."""
+        n = params.n_basis
+        f64 = dict(dtype=torch.float64)
+        state = cls(
+            n,
+            timesteps,
+            domain,
+            recipe,
+            offsets=params.input_offset.to(**f64),
+            levels=params.alpha_r.to(**f64),
+            out_level=params.alpha_d.to(**f64),
+            weight=params.weight.to(**f64),
+            bias=float(params.bias),
+            tau_jitter=torch.zeros(n, **f64),
+        )
+        with torch.no_grad():
+            for k in ("d", "r", "vth"):
+                state.log_tau[k].copy_(getattr(params, f"tau_{k}").to(**f64).log())
+            if recipe.decay:
+                state.log_dt.copy_(params.dt.to(**f64).log())
+            vth = params.alpha_vth.to(**f64)[: state.log_level_vth.numel()]
+            state.log_level_vth.copy_(torch.log(vth / state.width))
+        return state
+
     def tensors(self) -> list[Tensor]:
         ts = [
             *self.log_tau.values(),
