@@ -255,8 +255,9 @@ class ConversionState:
 
     def tail_neurons(self, function: str, site: Optional[Site] = None) -> tuple:
         """Neurons for the inputs beyond ``site``'s fitted neuron's domain on each side where ``function``
-        saturates (tanh, sigmoid; :func:`saturating_tails`), each fitted uniformly (cached) on the interval from
-        the domain's edge to where the function is within :data:`SATURATION_TOLERANCE` of its asymptote. An
+        saturates (tanh, sigmoid; :func:`saturating_tails`), each fitted (and cached) on the interval from the
+        domain's edge to where the function is within :data:`SATURATION_TOLERANCE` of its asymptote, weighted
+        towards the edge (:func:`_tail_density`). An
         input beyond the calibrated interval then costs about a tail neuron's error instead of the function's
         change between the edge and the input, and the main neuron keeps all its levels on the calibrated
         interval. Empty for the shipped tables, overrides, and functions that do not saturate."""
@@ -292,11 +293,11 @@ class ConversionState:
         return torch.cat(parts) if parts else None
 
     def fit_activation_neurons(self) -> None:
-        """Fit (or load from the fit cache) every activation function's neuron for the current T (nothing under
-        ``activation_domain='table'``)."""
+        """Fit (or load from the fit cache) every activation function's neuron, and its tail neurons, for the
+        current T (nothing under ``activation_domain='table'``)."""
         for site in self.sites.values():
             if site.kind == "activation":
-                self.fitted_neuron(site.function, site)
+                self.tail_neurons(site.function, site)  # fits the site's own neuron first
 
 
 #: a density domain reaches as far as its function takes to come within this fraction of its output range on the
