@@ -107,13 +107,17 @@ def compare_language_models(
     Each window of up to ``context`` tokens starts ``stride`` after the previous one; only the tokens
     not scored by an earlier window count. Returns ``{"tokens", "ann_ppl", "snn_ppl", "ppl_increase_pct",
     "agreement", "kl"}`` (agreement: percent of positions with the same top-1 next token; KL(ANN || SNN)
-    per scored token, nats).
+    per scored token, nats) with 95% intervals: ``agreement_ci_low``/``_high`` (Wilson) and
+    ``ppl_increase_ci_low``/``_high`` from the paired per-token NLL change :math:`d_i`,
+    :math:`100\,(e^{\bar d \pm 1.96\, s_d/\sqrt{n}} - 1)` (tokens treated as independent, so the interval
+    is somewhat narrow for correlated text).
     """
     ids = token_ids.reshape(-1)
     if ids.numel() < 2:
         raise ValueError("compare_language_models: need at least 2 tokens")
-    nll_a = nll_s = kl = 0.0
+    kl = 0.0
     agree = scored = 0
+    token_nll_a, token_nll_s = [], []
     prev_end = 0
     windows = list(range(0, ids.numel() - 1, stride))
     for begin in _bar(windows, "perplexity", progress):
@@ -124,15 +128,19 @@ def compare_language_models(
         pos = torch.arange(first_new - begin - 1, end - begin - 1)  # predicting tokens first_new..end-1
         targets = window[0, pos + 1]
         lpa, lps = la[pos].log_softmax(-1), ls[pos].log_softmax(-1)
-        nll_a -= float(lpa.gather(-1, targets[:, None]).sum())
-        nll_s -= float(lps.gather(-1, targets[:, None]).sum())
+        token_nll_a.append(-lpa.gather(-1, targets[:, None])[:, 0].double())
+        token_nll_s.append(-lps.gather(-1, targets[:, None])[:, 0].double())
         kl += float(torch.nn.functional.kl_div(lps, lpa, log_target=True, reduction="sum"))
         agree += int((lpa.argmax(-1) == lps.argmax(-1)).sum())
         scored += pos.numel()
         prev_end = end
         if end == ids.numel():
             break
-    ppl_a, ppl_s = math.exp(nll_a / scored), math.exp(nll_s / scored)
+    nll_a, nll_s = torch.cat(token_nll_a), torch.cat(token_nll_s)
+    ppl_a, ppl_s = math.exp(float(nll_a.mean())), math.exp(float(nll_s.mean()))
+    change = nll_s - nll_a
+    half = 1.96 * float(change.std()) / math.sqrt(scored) if scored > 1 else math.inf
+    agreement_ci = wilson_interval(agree, scored)
     return {
         "tokens": scored,
         "context": context,
@@ -140,6 +148,10 @@ def compare_language_models(
         "ann_ppl": ppl_a,
         "snn_ppl": ppl_s,
         "ppl_increase_pct": 100 * (ppl_s / ppl_a - 1),
+        "ppl_increase_ci_low": 100 * (math.exp(float(change.mean()) - half) - 1),
+        "ppl_increase_ci_high": 100 * (math.exp(float(change.mean()) + half) - 1),
         "agreement": 100 * agree / scored,
+        "agreement_ci_low": agreement_ci[0],
+        "agreement_ci_high": agreement_ci[1],
         "kl": kl / scored,
     }

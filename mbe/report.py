@@ -71,7 +71,7 @@ def _table1(results: Path) -> list[str]:
                 r.ann_accuracy,
                 r.snn_accuracy,
                 r.delta_points,
-                f"{int(r.samples)} MNIST test digits",
+                _sample_note(r, "MNIST test digits"),
             ]
         )
     for name, (a, s) in ((k, v) for k, v in paper.TABLE1.items() if k != "ViT-B/16 ImageNet"):
@@ -97,7 +97,7 @@ def _table1(results: Path) -> list[str]:
                 r.ann_accuracy,
                 r.snn_accuracy,
                 r.delta_points,
-                f"{int(r.samples)} MNIST test digits",
+                _sample_note(r, "MNIST test digits"),
             ]
         )
     return lines + _table(
@@ -145,7 +145,7 @@ def _table2(results: Path) -> list[str]:
                 r.ann_accuracy,
                 r.snn_accuracy,
                 r.delta_points,
-                f"{int(r.samples)} held-out tweets",
+                _sample_note(r, "held-out tweets"),
             ]
         )
     return lines + _table(
@@ -181,7 +181,7 @@ def _table3(results: Path) -> list[str]:
                     r.ann_ppl,
                     r.snn_ppl,
                     r.ppl_increase_pct,
-                    f"{int(r.tokens)} held-out tokens, context {int(r.context)}, stride {int(r.stride)}",
+                    _token_note(r),
                 ]
             )
     out = lines + _table(
@@ -384,6 +384,36 @@ def _error_budget(results: Path) -> list[str]:
         "samples",
     ]
     return lines + _table(header, rows) + ["![error budget](../figures/error_budget.png)", ""]
+
+
+def _interval(row, low: str, high: str, unit: str) -> str:
+    """``"[lo, hi] unit"`` from a sweep row's 95% interval columns, or ``""`` for results written before them."""
+    if low not in row or high not in row or pd.isna(row[low]) or pd.isna(row[high]):
+        return ""
+    return f"[{row[low]:.2f}, {row[high]:.2f}]{unit}"
+
+
+def _sample_note(row, what: str) -> str:
+    """Sample size, the paired accuracy change's 95% interval and the prediction agreement of a classifier row."""
+    note = f"{int(row.samples)} {what}"
+    delta = _interval(row, "delta_ci_low", "delta_ci_high", " points")
+    if delta:
+        note += f"; delta 95% CI {delta}"
+    if "agreement" in row:
+        note += f"; agreement {row.agreement:.1f}% {_interval(row, 'agreement_ci_low', 'agreement_ci_high', '%')}"
+    return note.rstrip()
+
+
+def _token_note(row) -> str:
+    """Token count, window, the perplexity change's 95% interval and next-token agreement of a language-model row."""
+    note = f"{int(row.tokens)} held-out tokens, context {int(row.context)}, stride {int(row.stride)}"
+    increase = _interval(row, "ppl_increase_ci_low", "ppl_increase_ci_high", " %")
+    if increase:
+        note += f"; increase 95% CI {increase}"
+    return (
+        note
+        + f"; agreement {row.agreement:.1f}% {_interval(row, 'agreement_ci_low', 'agreement_ci_high', '%')}".rstrip()
+    )
 
 
 def _config_label(row) -> str:

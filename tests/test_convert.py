@@ -233,6 +233,11 @@ def test_perplexity_sliding_window():
     snn = mbe.convert(model, [batch], progress=False)
     res = mbe.compare_language_models(model, snn, ids, context=16, stride=8, progress=False)
     assert res["snn_ppl"] > 0 and 0 <= res["agreement"] <= 100
+    # 95% intervals bracket the estimates; identical models have a zero-width perplexity interval
+    assert res["ppl_increase_ci_low"] <= res["ppl_increase_pct"] <= res["ppl_increase_ci_high"]
+    assert res["agreement_ci_low"] <= res["agreement"] <= res["agreement_ci_high"]
+    assert one["ppl_increase_ci_low"] == pytest.approx(0, abs=1e-9) == one["ppl_increase_ci_high"]
+    assert one["agreement_ci_high"] == 100 and one["agreement_ci_low"] < 100  # 29 tokens: not certain
 
 
 def test_neuron_overrides_replace_one_function_everywhere():

@@ -66,11 +66,16 @@ def eval_tokens(limit: int | None = None) -> torch.Tensor:
     return ids if limit is None else ids[:limit]
 
 
-def batches(split: str = "eval", batch_size: int = 4, limit: int | None = None, labels: bool = False):
+def batches(
+    split: str = "eval", batch_size: int = 4, limit: int | None = None, labels: bool = False, context: int | None = None
+):
     """Batches (``{"input_ids": [batch, context]}``) of consecutive windows of the held-out text: for
     calibration (``split="train"``) from its end, backwards (apart from the tokens evaluated first); otherwise
-    from its start."""
-    ctx = RECIPE["context"]
+    from its start. ``context`` (default: the recipe's 128) is the window length; calibrate with the context
+    that will be evaluated, so that attention sees the same positions."""
+    ctx = RECIPE["context"] if context is None else context
+    if ctx < 1:
+        raise ValueError(f"smollm2.batches: context must be a positive token count, got {ctx}")
     ids = eval_tokens()
     windows = ids[: ids.numel() // ctx * ctx].reshape(-1, ctx)
     if split == "train":
