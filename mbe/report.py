@@ -393,15 +393,18 @@ def _interval(row, low: str, high: str, unit: str) -> str:
     return f"[{row[low]:.2f}, {row[high]:.2f}]{unit}"
 
 
+def _agreement_note(row) -> str:
+    """``"; agreement X% [lo, hi]%"`` of a sweep row (the interval only where the row has one)."""
+    return f"; agreement {row.agreement:.1f}% {_interval(row, 'agreement_ci_low', 'agreement_ci_high', '%')}".rstrip()
+
+
 def _sample_note(row, what: str) -> str:
     """Sample size, the paired accuracy change's 95% interval and the prediction agreement of a classifier row."""
     note = f"{int(row.samples)} {what}"
     delta = _interval(row, "delta_ci_low", "delta_ci_high", " points")
     if delta:
         note += f"; delta 95% CI {delta}"
-    if "agreement" in row:
-        note += f"; agreement {row.agreement:.1f}% {_interval(row, 'agreement_ci_low', 'agreement_ci_high', '%')}"
-    return note.rstrip()
+    return note + (_agreement_note(row) if "agreement" in row else "")
 
 
 def _token_note(row) -> str:
@@ -410,10 +413,7 @@ def _token_note(row) -> str:
     increase = _interval(row, "ppl_increase_ci_low", "ppl_increase_ci_high", " %")
     if increase:
         note += f"; increase 95% CI {increase}"
-    return (
-        note
-        + f"; agreement {row.agreement:.1f}% {_interval(row, 'agreement_ci_low', 'agreement_ci_high', '%')}".rstrip()
-    )
+    return note + _agreement_note(row)
 
 
 def _config_label(row) -> str:
