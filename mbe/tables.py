@@ -22,7 +22,7 @@ import torch
 from . import paper
 from .fitting import FitResult, get_recipe
 from .functions import get_function
-from .neuron.base import BACKENDS, validate_counts
+from .neuron.base import BACKENDS, validate_counts, validate_domain
 from .neuron.mbe import MBENeuron, MBEParameters
 
 FORMAT = "mbe-neuron-table"
@@ -331,7 +331,36 @@ def neuron_for(function: str, n_basis: Optional[int] = None, timesteps: int = 16
         return get_neuron(function, n_basis=n_basis, timesteps=timesteps)
     anchor = refinement_anchor(timesteps)
     init = None if anchor is None else neuron_for(function, n_basis, anchor)
-    return fitted_on_domain(function, spec.domain, n_basis, timesteps, progress=True, init=init)
+    fitted = fitted_on_domain(function, spec.domain, n_basis, timesteps, progress=True, init=init)
+    return fitted if init is None else better_of(fitted, init, function, spec.domain)
+
+
+def fit_objective(neuron: MBENeuron, function: str, domain, density=None) -> float:
+    """The MSE a fit of ``function`` on ``domain`` minimises (:func:`mbe.fitting.targets.training_samples`:
+    the recipe's sample, seed 0, weighted by ``density`` when given), for ``neuron`` run at its own T."""
+    from .fitting.targets import training_samples
+
+    spec = get_function(function)
+    _, x, y = training_samples(function, spec.fn, validate_domain(domain), get_recipe("best"), 0, density)
+    with torch.no_grad():
+        out, _ = neuron.evaluate(x.float())
+    return float(((out.output.double() - y) ** 2).mean())
+
+
+def better_of(fitted: MBENeuron, anchor: MBENeuron, function: str, domain, density=None) -> MBENeuron:
+    """``fitted`` (at T) unless ``anchor`` (the same function's neuron at a lower T) is more accurate on the
+    fit's objective (:func:`fit_objective`), in which case ``anchor``: an operator at T runs a neuron of
+    fewer steps for its own steps and leaves the rest silent (:func:`mbe.ops.encoding.pick_neuron`), so it
+    computes exactly what it computes at the lower T, and a conversion at T is never less accurate on the
+    neurons' data than at the anchor T. The warm start alone does not guarantee that: the start is the
+    anchor's parameters run for all T steps, a different function from the anchor at its own T."""
+    if anchor.timesteps >= fitted.timesteps:
+        raise ValueError(
+            f"better_of: the anchor must run fewer steps than T={fitted.timesteps}, got {anchor.timesteps}"
+        )
+    if fit_objective(anchor, function, domain, density) < fit_objective(fitted, function, domain, density):
+        return anchor
+    return fitted
 
 
 def fitted_on_domain(
@@ -360,7 +389,6 @@ def fitted_on_domain(
     import os
 
     from .fitting import fit_neuron
-    from .neuron.base import validate_domain
 
     spec = get_function(function)
     n_basis = spec.n_basis if n_basis is None else n_basis

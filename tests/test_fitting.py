@@ -159,3 +159,32 @@ def test_fits_above_t16_start_from_the_lower_t(tmp_path, monkeypatch):
     assert not torch.equal(warm.tau_d, cold.tau_d)
     again = tables.fitted_on_domain("silu", (-1.0, 1.0), 2, 32, init=anchor)  # from the cache
     assert torch.equal(again.tau_d, warm.tau_d)
+
+
+def test_a_lower_t_neuron_serves_a_higher_t_when_it_is_more_accurate(tmp_path, monkeypatch):
+    from mbe import tables
+    from mbe.neuron.mbe import MBENeuron
+    from mbe.ops import spiking_activation
+
+    monkeypatch.setenv("MBE_CACHE_DIR", str(tmp_path))
+    domain = (-1.0, 1.0)
+    anchor = tables.fitted_on_domain("silu", domain, 2, 16)
+    # a 32-step neuron less accurate than the anchor (its readout 10% too strong) loses to it
+    params = anchor.parameters_record().detach()
+    params.weight *= 1.1
+    worse = MBENeuron(params, 32, "silu", domain)
+    assert tables.fit_objective(worse, "silu", domain) > tables.fit_objective(anchor, "silu", domain)
+    assert tables.better_of(worse, anchor, "silu", domain) is anchor
+    warm = tables.fitted_on_domain("silu", domain, 2, 32, init=anchor)
+    chosen = tables.better_of(warm, anchor, "silu", domain)
+    assert tables.fit_objective(chosen, "silu", domain) == min(
+        tables.fit_objective(n, "silu", domain) for n in (warm, anchor)
+    )
+    # an operator at T=32 runs the 16-step neuron for its 16 steps: exactly its output at T=16
+    x = torch.linspace(-1.2, 1.2, 241)
+    at32 = spiking_activation("silu", x, timesteps=32, neurons={"silu": anchor})
+    assert torch.equal(at32, spiking_activation("silu", x, timesteps=16, neurons={"silu": anchor}))
+    with pytest.raises(ValueError, match="more steps than the operator's T=8"):
+        spiking_activation("silu", x, timesteps=8, neurons={"silu": anchor})
+    with pytest.raises(ValueError, match="anchor must run fewer steps"):
+        tables.better_of(anchor, worse, "silu", domain)

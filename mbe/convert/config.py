@@ -45,7 +45,8 @@ class ConversionConfig:
         refine, row_scaling: the operators' switches (``0``/``False`` = the paper).
         budget_mb: event mode's memory budget per tile.
         neurons: per-function neuron overrides, e.g. ``{"gelu": fs_neuron}`` (the FS or no-decay
-            ablations); each must run the config's T. They take precedence over tables and calibrated fits.
+            ablations); each runs at most the config's T steps (fewer: silent for the rest). They take precedence
+            over tables and calibrated fits.
         activation_domain: ``"density"`` (default, see below); ``"auto"`` fits one neuron per activation function on the union of
             its sites' calibrated intervals (rounded outward to 3 significant bits) when that is at most a
             quarter of the shipped table's domain, else uses the table; ``"table"`` always uses the shipped

@@ -231,14 +231,15 @@ class ConversionState:
         """The neuron fitted at the current T for ``site``'s group (:meth:`activation_group`; without ``site``,
         for every site of ``function``), or ``None`` (the shipped table). Resolved once per group and T, and
         cached on disk (:func:`mbe.tables.fitted_on_domain`); above T=16 the fit starts from the group's fit at
-        :func:`mbe.tables.refinement_anchor` (T)."""
+        :func:`mbe.tables.refinement_anchor` (T), and that lower-T neuron is kept instead when it is more
+        accurate on the group's data (:func:`mbe.tables.better_of`)."""
         group = self.activation_group(site) if site is not None and site.kind == "activation" else None
         return self._group_neuron(function, group, self.config.timesteps)
 
     def _group_neuron(self, function: str, group: Optional[tuple[str, ...]], timesteps: int):
         key = (function, group, timesteps)
         if key not in self.fitted:
-            from ..tables import fitted_on_domain, refinement_anchor
+            from ..tables import better_of, fitted_on_domain, refinement_anchor
 
             cfg = self.config
             domain = self.activation_domain(function, group)
@@ -248,9 +249,10 @@ class ConversionState:
                 density = self.activation_density(function, group) if cfg.activation_domain == "density" else None
                 anchor = refinement_anchor(timesteps)
                 init = None if anchor is None else self._group_neuron(function, group, anchor)
-                self.fitted[key] = fitted_on_domain(
+                fitted = fitted_on_domain(
                     function, domain, cfg.n_basis.get(function), timesteps, density=density, init=init
                 )
+                self.fitted[key] = fitted if init is None else better_of(fitted, init, function, domain, density)
         return self.fitted[key]
 
     def tail_neurons(self, function: str, site: Optional[Site] = None) -> tuple:

@@ -42,11 +42,17 @@ def pick_neuron(
     function: str, timesteps: int, n_basis: Optional[int] = None, neurons: Optional[Mapping[str, SpikingNeuron]] = None
 ) -> SpikingNeuron:
     """``neurons[function]`` when the caller supplies one (e.g. FS neurons for a comparison), else the
-    MBE neuron for ``(function, n_basis, timesteps)`` (shipped, or fitted once and cached)."""
+    MBE neuron for ``(function, n_basis, timesteps)`` (shipped, or fitted once and cached; above T=16 possibly
+    a neuron of fewer steps, see :func:`mbe.tables.better_of`).
+
+    A neuron of T' <= T steps may serve an operator at T: it spikes in the first T' steps and is silent for the
+    rest, so its output is what it computes at T'. A neuron of more steps than the operator has is an error."""
     if neurons is not None and function in neurons:
         neuron = neurons[function]
-        if neuron.timesteps != timesteps:
-            raise ValueError(f"supplied {function!r} neuron has T={neuron.timesteps}, the operator runs T={timesteps}")
+        if neuron.timesteps > timesteps:
+            raise ValueError(
+                f"supplied {function!r} neuron has T={neuron.timesteps}, more steps than the operator's T={timesteps}"
+            )
         return neuron
     return site_neuron(function, timesteps, n_basis)
 
