@@ -171,6 +171,7 @@ def test_support_matrix_rows(arch):
         row = matrix_row(arch, timesteps=(16,))
     assert row["analog"] == 0, row["analog_reasons"]
     assert row["rel_error_T16"] <= 0.05 and row["weights_untouched"]
+    assert row["held_out_error_T16"] > 0 and row["held_out_clamped_T16"] >= 0
     assert row["attention_sites"] > 0 and row["norm_sites"] > 0 and row["activation_sites"] > 0
     assert row["energy_ratio_counted"] > 0
 

@@ -16,9 +16,13 @@ from typing import Iterable, Optional
 import pandas as pd
 import torch
 
-from .api import convert, set_timesteps
+from .api import convert, reset_stats, set_timesteps
+from .api import sites as spiking_sites
 from .config import SITE_KINDS, ConversionConfig
 from .report import conversion_report
+
+#: the seed of the held-out batch (:func:`mbe.zoo.tiny.tiny_model` ``(arch, seed)[1]``: other token ids / pixels)
+HELD_OUT_SEED = 1
 
 
 def relative_logit_error(ann: torch.nn.Module, snn: torch.nn.Module, batch: dict) -> float:
@@ -31,10 +35,13 @@ def relative_logit_error(ann: torch.nn.Module, snn: torch.nn.Module, batch: dict
 
 
 def matrix_row(arch: str, timesteps: Iterable[int] = (8, 16, 32), config: Optional[ConversionConfig] = None) -> dict:
-    """Convert the tiny ``arch`` (calibrated on its example batch) and measure it at each T."""
+    """Convert the tiny ``arch`` (calibrated on its example batch) and measure it at each T: the relative logit
+    error on the calibration batch, and on a held-out batch of the same shape (:data:`HELD_OUT_SEED`) with the
+    number of inputs clamped to the calibrated ranges there (every calibration input is inside them)."""
     from ..zoo.tiny import tiny_model
 
     model, batch = tiny_model(arch)
+    held_out = tiny_model(arch, seed=HELD_OUT_SEED)[1]
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -58,6 +65,11 @@ def matrix_row(arch: str, timesteps: Iterable[int] = (8, 16, 32), config: Option
         row[f"rel_error_T{t}"] = relative_logit_error(model, snn, batch)
     errs = [row[f"rel_error_T{t}"] for t in timesteps]
     row["more_t_never_hurts"] = all(b <= a for a, b in zip(errs, errs[1:], strict=False))
+    for t in timesteps:  # a batch the calibration never saw; its inputs beyond the calibrated ranges are clamped
+        set_timesteps(snn, t)
+        reset_stats(snn)
+        row[f"held_out_error_T{t}"] = relative_logit_error(model, snn, held_out)
+        row[f"held_out_clamped_T{t}"] = sum(s.stats.total("clamped") for s in spiking_sites(snn).values() if s.spiking)
     ann_state, snn_state = model.state_dict(), snn.state_dict()
     row["weights_untouched"] = set(ann_state) == set(snn_state) and all(
         torch.equal(ann_state[k], snn_state[k]) for k in ann_state
@@ -102,6 +114,7 @@ def write_support_matrix(frame: pd.DataFrame, out_dir="results") -> tuple[Path, 
     csv, md = out / "support_matrix.csv", out / "support_matrix.md"
     frame.to_csv(csv, index=False)
     errs = [c for c in frame.columns if c.startswith("rel_error_T")]
+    held = [c for c in frame.columns if c.startswith("held_out_")]
     cols = [
         "arch",
         "model_class",
@@ -109,6 +122,7 @@ def write_support_matrix(frame: pd.DataFrame, out_dir="results") -> tuple[Path, 
         "analog",
         *errs,
         "more_t_never_hurts",
+        *held,
         "weights_untouched",
         "convert_seconds",
     ]
@@ -117,8 +131,10 @@ def write_support_matrix(frame: pd.DataFrame, out_dir="results") -> tuple[Path, 
         "",
         "Command: `python -m mbe support-matrix`. Tiny random models (`mbe.zoo.tiny`), default `ConversionConfig`,",
         "calibrated on one batch, relative logit error `||snn - ann|| / ||ann||` on that batch;",
-        "`more_t_never_hurts`: the error does not grow from one T to the next. `convert_seconds`",
-        "includes fitting activation neurons on calibrated domains when the fit cache does not hold them yet.",
+        "`more_t_never_hurts`: the error does not grow from one T to the next. `held_out_error`: the same on a",
+        "batch calibration never saw (`tiny_model(arch, seed=1)`'s inputs), `held_out_clamped`: how many of its",
+        "inputs fell outside the calibrated ranges and were clamped. `convert_seconds` includes fitting",
+        "activation neurons on calibrated domains when the fit cache does not hold them yet.",
         "",
         "| " + " | ".join(c.replace("_sites", "") for c in cols) + " |",
         "|" + "---|" * len(cols),
@@ -127,7 +143,8 @@ def write_support_matrix(frame: pd.DataFrame, out_dir="results") -> tuple[Path, 
         vals = []
         for c in cols:
             v = getattr(r, c)
-            vals.append(f"{v:.4f}" if c.startswith("rel_error") else f"{v:.1f}" if c == "convert_seconds" else str(v))
+            is_error = c.startswith(("rel_error", "held_out_error"))
+            vals.append(f"{v:.4f}" if is_error else f"{v:.1f}" if c == "convert_seconds" else str(v))
         lines.append("| " + " | ".join(vals) + " |")
     lines += ["", "What stays analog, and why:", ""]
     for r in frame.itertuples():
