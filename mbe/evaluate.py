@@ -102,7 +102,7 @@ def compare_classifiers(
 def compare_language_models(
     ann: nn.Module, snn: nn.Module, token_ids: Tensor, context: int = 256, stride: int = 128, progress: bool = True
 ) -> dict:
-    """Sliding-window perplexity of both causal LMs on one token stream, plus their agreement.
+    r"""Sliding-window perplexity of both causal LMs on one token stream, plus their agreement.
 
     Each window of up to ``context`` tokens starts ``stride`` after the previous one; only the tokens
     not scored by an earlier window count. Returns ``{"tokens", "ann_ppl", "snn_ppl", "ppl_increase_pct",

@@ -184,8 +184,9 @@ def test_classifier_comparison_reports_intervals():
     assert res["ann_accuracy_ci_low"] <= res["ann_accuracy"] <= res["ann_accuracy_ci_high"]
 
 
-def test_saturating_functions_get_tails_that_reach_their_asymptotes():
-    from mbe.convert.sites import SATURATION_TOLERANCE, saturating_tails, saturation_extended
+def test_tails_reach_the_asymptote_or_the_headroom():
+    from mbe.convert.sites import SATURATION_TOLERANCE, activation_tails, saturation_extended
+    from mbe.ops.encoding import HEADROOM
 
     lo, hi = saturation_extended("tanh", -0.5, 0.5)
     assert lo < -3 and hi > 3
@@ -196,9 +197,14 @@ def test_saturating_functions_get_tails_that_reach_their_asymptotes():
     assert saturation_extended("gelu", -0.5, 0.5) == (-0.5, 0.5)  # one asymptote (0, below): kept as calibrated
     assert saturation_extended("relu", -1.0, 1.0) == (-1.0, 1.0)  # no asymptote: the calibrated interval
     assert saturation_extended("gelu", -200.0, 3.0) == (-200.0, 3.0)  # never shrinks
-    (t_lo, edge_lo), (edge_hi, t_hi) = saturating_tails("tanh", -0.5, 0.5)
+    (t_lo, edge_lo), (edge_hi, t_hi) = activation_tails("tanh", -0.5, 0.5)
     assert (edge_lo, edge_hi) == (-0.5, 0.5) and t_lo < -3 and t_hi > 3
-    assert saturating_tails("gelu", -0.5, 0.5) == () and saturating_tails("tanh", -9.0, 9.0) == ()
+    assert activation_tails("tanh", -9.0, 9.0) == ()  # already at both asymptotes
+    # GELU: to its asymptote (0) below, HEADROOM widths above, where it grows like x
+    (t_lo, edge_lo), (edge_hi, t_hi) = activation_tails("gelu", -0.5, 0.5)
+    assert t_lo < -3 and (edge_lo, edge_hi) == (-0.5, 0.5) and t_hi == 0.5 + HEADROOM
+    assert activation_tails("relu", -1.0, 1.0) == ((1.0, 1.0 + 2 * HEADROOM),)  # flat below: nothing to reach
+    assert activation_tails("gelu", -3.0, 5.0) == ((5.0, 5.0 + 8 * HEADROOM),)  # within tolerance of 0 at -3
 
 
 class _TanhHead(torch.nn.Module):
@@ -233,9 +239,52 @@ def test_inputs_beyond_the_calibrated_range_cost_at_most_the_clamp(timesteps):
     assert site.stats.sites["tanh.tail"].spikes > 0 and site.stats.sites["tanh"].clamped > 0
 
 
+class _GeluHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = torch.nn.GELU()
+
+    def forward(self, x):
+        return self.act(x)
+
+
+@pytest.mark.parametrize("timesteps", [8, 16])
+def test_a_growing_activation_takes_inputs_above_its_range_into_a_headroom_tail(timesteps):
+    """Calibrated on [-1, 1], a GELU site run on [-6, 12]: below, a tail to GELU's asymptote; above, where GELU
+    grows like x and a clamp at the edge would cost x - 1.1, a tail HEADROOM widths long; beyond it, clamped."""
+    from mbe.ops.encoding import HEADROOM
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = mbe.convert(_GeluHead(), [{"x": torch.linspace(-1, 1, 257)}], progress=False)
+        mbe.set_timesteps(snn, timesteps)
+        x = torch.linspace(-6, 12, 7201)
+        with torch.no_grad():
+            err = (snn(x=x) - torch.nn.functional.gelu(x)).abs()
+    site = sites(snn)["act"]
+    lo, hi = snn.mbe_state.fitted_neuron("gelu", site).domain
+    reach = hi + HEADROOM * (hi - lo)
+    assert [t.domain[1] for t in snn.mbe_state.tail_neurons("gelu", site)] == [lo, reach]
+    in_err = float(err[(x >= lo) & (x <= hi)].max())
+    assert float(err[x < lo].max()) <= 1.5 * in_err  # near GELU's asymptote, as precise as inside
+    above = (x > hi) & (x <= reach)
+    assert float(err[above].max()) < 0.05 < 0.5 * float((x[above] - hi).max())  # a clamp would cost up to 7.7
+    beyond = x > reach
+    assert torch.allclose(err[beyond], x[beyond] - reach, atol=0.05)  # clamped at the tail's end ...
+    assert site.stats.sites["gelu.tail"].spikes > 0 and site.stats.sites["gelu"].clamped >= int(beyond.sum())
+
+
 def test_default_config_and_the_paper_preset():
     default, paper = mbe.ConversionConfig(), mbe.ConversionConfig.paper(timesteps=8)
-    assert default.activation_domain == "density" and default.n_basis["gelu"] == 16 and default.n_basis["tanh"] == 8
+    assert default.activation_domain == "density" and default.basis("gelu") == 16 and default.basis("tanh") == 8
+    assert default.basis("identity") is None and default.basis("exp2") is None  # the paper's N (8)
+    # below T=16 the slots N T of the smooth activations and the identity stay at their T=16 count
+    low = mbe.ConversionConfig(timesteps=8)
+    assert (low.basis("silu"), low.basis("identity"), low.basis("tanh"), low.basis("rsqrt")) == (32, 16, 8, None)
+    assert mbe.default_n_basis(4)["gelu"] == 64 and mbe.default_n_basis(1)["gelu"] == 64  # at most 64
+    assert mbe.default_n_basis(32) == mbe.default_n_basis(16)  # more T never lowers N
+    explicit = mbe.ConversionConfig(timesteps=8, n_basis={"gelu": 4})
+    assert explicit.basis("gelu") == 4 and explicit.basis("silu") is None  # a given dict is taken as it is
     assert (paper.activation_domain, paper.n_basis, paper.refine, paper.row_scaling, paper.timesteps) == (
         "table",
         {},

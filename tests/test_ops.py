@@ -224,15 +224,51 @@ def test_nan_raises(call):
 
 
 def test_out_of_range_is_clamped_and_counted():
+    from mbe.ops.encoding import HEADROOM
+
     stats = ops.OpStats()
-    a = torch.tensor([0.5, 2.0, -3.0])
+    reach = 1 + 2 * HEADROOM  # the range (-1, 1) and a tail of 4 widths on each side
+    a = torch.tensor([0.5, 12.0, -20.0])
     with pytest.warns(mbe.DomainWarning, match="clamped"):
         out = ops.spiking_mul(a, torch.ones(3), ranges=((-1.0, 1.0), None), stats=stats)
     assert stats.sites["mul.a"].clamped == 2
-    assert float(out[1]) == pytest.approx(1.0, abs=1e-3) and float(out[2]) == pytest.approx(-1.0, abs=1e-3)
+    assert float(out[1]) == pytest.approx(reach, abs=1e-3) and float(out[2]) == pytest.approx(-reach, abs=1e-3)
     with pytest.warns(mbe.DomainWarning):
         ops.spiking_activation("gelu", torch.tensor([0.0, 50.0]), stats=stats)  # GELU domain ends at 10
     assert stats.sites["gelu"].clamped == 1
+
+
+@pytest.mark.parametrize("timesteps", [8, 16])
+def test_operands_beyond_the_range_use_its_headroom(gen, timesteps):
+    """An operand beyond its calibrated range is encoded on a tail HEADROOM times as wide, not clamped: its
+    error is at most HEADROOM times the in-range bound, inputs in range are encoded exactly as before, and event
+    mode (per-element gains on the spike trains) computes what fused mode does."""
+    from mbe.ops.encoding import HEADROOM, encode
+
+    rng = (-1.0, 1.0)
+    # the closed-form identity's bound alpha / (N 2^T), alpha = (hi - lo) / (2 (1 - 2^-T)); float32 rounding beside
+    bound = 2.0 / (2 * (1 - 2.0**-timesteps)) / (8 * 2**timesteps) + 1e-6
+    inside = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    outside = torch.cat([torch.linspace(1.001, 1 + 2 * HEADROOM, 200), -torch.linspace(1.001, 1 + 2 * HEADROOM, 200)])
+    mixed = torch.cat([inside, outside.double()])
+    enc_in, enc_mixed = encode(inside, rng, timesteps), encode(mixed, rng, timesteps)
+    assert torch.equal(enc_mixed.decoded[: inside.numel()], enc_in.decoded)  # in range: unchanged
+    assert enc_mixed.clamped == 0 and float(enc_in.gain) == 1.0
+    err = (enc_mixed.decoded[inside.numel() :] - outside.double()).abs().max()
+    assert float(err) <= HEADROOM * bound
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing clamped, nothing to warn about
+        a = torch.randn(3, 6, 8, generator=gen) * 1.5  # a quarter of it beyond the range (-1, 1)
+        b = torch.randn(3, 8, 5, generator=gen)
+        fused = ops.spiking_matmul(a, b, ranges=(rng, (-1.0, 1.0)), timesteps=timesteps)
+        event = ops.spiking_matmul(a, b, ranges=(rng, (-1.0, 1.0)), timesteps=timesteps, mode="event", budget_mb=0.2)
+        close_in_scale(fused, event, a @ b)
+        close_in_scale(
+            ops.spiking_mul(a, a * 1.2, ranges=(rng, rng), timesteps=timesteps),
+            ops.spiking_mul(a, a * 1.2, ranges=(rng, rng), timesteps=timesteps, mode="event"),
+            a * a,
+        )
+    assert float((fused - a @ b).abs().max()) <= 8 * 2 * HEADROOM * bound * float(a.abs().max() + b.abs().max())
 
 
 def test_no_warning_for_in_range_inputs(gen):

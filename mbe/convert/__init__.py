@@ -26,7 +26,7 @@ Layout: :mod:`.config` (:class:`ConversionConfig`), :mod:`.sites` (:class:`Site`
 from .api import ConversionWarning, calibrate, convert, reset_stats, set_timesteps, sites, spiking_modules
 from .base import SiteModule
 from .budget import error_budget, layer_of
-from .config import SITE_KINDS, ConversionConfig
+from .config import SITE_KINDS, ConversionConfig, default_n_basis
 from .handlers.activation import build_activation, which_function
 from .handlers.attention import ATTENTION_NAME, spiking_attention
 from .handlers.norm import build_norm, norm_spec
@@ -47,6 +47,7 @@ __all__ = [
     "ATTENTION_NAME",
     "SITE_KINDS",
     "ConversionConfig",
+    "default_n_basis",
     "ConversionState",
     "ConversionWarning",
     "Site",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ..neuron.base import validate_counts
 from ..ops.encoding import check_mode
@@ -16,6 +18,12 @@ ACTIVATION_DOMAINS = ("auto", "table", "calibrated", "density")
 #: and N=16 by another 2-4x (DeiT 0.0088 -> 0.0035, GPT-2 0.0011 -> 0.0003; see README, "Default configuration").
 #: tanh and sigmoid saturate, so most of their domain is flat and N=8 suffices
 ACTIVATION_N_BASIS = {"gelu": 16, "gelu_tanh": 16, "silu": 16, "tanh": 8, "sigmoid": 8}
+#: below :data:`SLOT_T` these functions' default N grows as ``SLOT_T / T`` (:func:`default_n_basis`): a neuron of N
+#: bases and T steps has N T spike slots, and at T=8 the smooth activations and the products' identity encoders were
+#: limited by them (SmolLM2-135M at T=8: SiLU N=16 -> 32 took the SiLU-only perplexity change from +0.47 % to
+#: -0.06 %; identity N=8 -> 16 took attention-only from +0.62 % to +0.20 %; see README, "Default configuration")
+SLOT_SCALED = ("gelu", "gelu_tanh", "silu", "identity")
+SLOT_T = 16
 #: the named configurations of :meth:`ConversionConfig.preset`
 PRESETS = ("default", "paper")
 
@@ -24,14 +32,33 @@ def check_timesteps(timesteps) -> None:
     validate_counts(1, timesteps)
 
 
+def default_n_basis(timesteps: int) -> dict:
+    r"""The default N per function at T (functions not listed use the registry's, the paper's, N).
+
+    :data:`ACTIVATION_N_BASIS` at ``T >= SLOT_T``; below, each function of :data:`SLOT_SCALED` gets
+    :math:`N = \lceil N_{16} \cdot 16 / T \rceil` (at most 64), so its slots N T stay at their T=16 count: at T=8
+    GELU, tanh-GELU and SiLU N=32 and the identity N=16; at T=4 64 and 32."""
+    check_timesteps(timesteps)
+    from ..functions import get_function
+
+    out = dict(ACTIVATION_N_BASIS)
+    if timesteps < SLOT_T:
+        for fn in SLOT_SCALED:
+            n16 = out.get(fn, get_function(fn).n_basis)
+            out[fn] = min(64, math.ceil(n16 * SLOT_T / timesteps))
+    return out
+
+
 @dataclass
 class ConversionConfig:
     """What to convert and how.
 
     Attributes:
         timesteps: T for every neuron.
-        n_basis: per-function basis counts, e.g. ``{"gelu": 8}``; unset functions use the paper's N. Default:
-            :data:`ACTIVATION_N_BASIS` (8 for the smooth activations); ``{}`` is the paper's N everywhere.
+        n_basis: per-function basis counts, e.g. ``{"gelu": 8}``; unset functions use the paper's N; ``{}`` is the
+            paper's N everywhere. Default ``None``: :func:`default_n_basis` at the current T (N=16 for the smooth
+            activations at T >= 16, more below T=16), so it follows :func:`mbe.set_timesteps`. Read it with
+            :meth:`basis`. To change one function and keep the rest: ``{**default_n_basis(8), "identity": 32}``.
         mode: ``"fused"`` or ``"event"`` (see :mod:`mbe.ops`).
         convert: site kinds to make spiking (``"attention"``, ``"norm"``, ``"activation"``, ``"pool"``,
             ``"gated_product"``); leave one out for partial conversion or ablations.
@@ -64,7 +91,7 @@ class ConversionConfig:
     """
 
     timesteps: int = 16
-    n_basis: dict = field(default_factory=lambda: dict(ACTIVATION_N_BASIS))
+    n_basis: Optional[dict] = None
     mode: str = "fused"
     convert: tuple = SITE_KINDS
     exclude: tuple = ()
@@ -76,6 +103,12 @@ class ConversionConfig:
     budget_mb: float = 256.0
     activation_domain: str = "density"
     neurons: dict = field(default_factory=dict)
+
+    def basis(self, function: str, timesteps: Optional[int] = None) -> Optional[int]:
+        """The N ``function``'s neurons use under this config at ``timesteps`` (default: the config's T);
+        ``None``: the registry's (the paper's) N."""
+        t = self.timesteps if timesteps is None else timesteps
+        return (default_n_basis(t) if self.n_basis is None else self.n_basis).get(function)
 
     @classmethod
     def paper(cls, **overrides) -> "ConversionConfig":
@@ -111,13 +144,13 @@ class ConversionConfig:
             raise ValueError(
                 f"ConversionConfig.convert: unknown site kinds {sorted(unknown)}; choose from {SITE_KINDS}"
             )
-        if not isinstance(self.n_basis, dict):
+        if self.n_basis is not None and not isinstance(self.n_basis, dict):
             raise TypeError(
-                f"ConversionConfig.n_basis must be a dict {{function: N}}, got {type(self.n_basis).__name__}"
+                f"ConversionConfig.n_basis must be a dict {{function: N}} or None, got {type(self.n_basis).__name__}"
             )
         from ..functions import list_functions
 
-        for fn, n in self.n_basis.items():
+        for fn, n in (self.n_basis or {}).items():
             if fn not in list_functions():
                 raise ValueError(f"ConversionConfig.n_basis: unknown function {fn!r}; registered: {list_functions()}")
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:

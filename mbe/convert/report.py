@@ -35,7 +35,7 @@ def conversion_report(snn: nn.Module) -> pd.DataFrame:
         slots = int((frame.elements * frame.n_basis * frame.timesteps).sum()) if len(frame) else 0
         fn = site.function
         override = (cfg.neurons or {}).get(fn)
-        n = override.n_basis if override is not None else cfg.n_basis.get(fn, get_function(fn).n_basis)
+        n = override.n_basis if override is not None else (cfg.basis(fn) or get_function(fn).n_basis)
         fitted = state.fitted_neuron(fn, site) if site.kind == "activation" else None
         fitted = override if override is not None else fitted
         if site.spiking:

@@ -250,19 +250,18 @@ class ConversionState:
                 anchor = refinement_anchor(timesteps)
                 init = None if anchor is None else self._group_neuron(function, group, anchor)
                 fitted = fitted_on_domain(
-                    function, domain, cfg.n_basis.get(function), timesteps, density=density, init=init
+                    function, domain, cfg.basis(function, timesteps), timesteps, density=density, init=init
                 )
                 self.fitted[key] = fitted if init is None else better_of(fitted, init, function, domain, density)
         return self.fitted[key]
 
     def tail_neurons(self, function: str, site: Optional[Site] = None) -> tuple:
-        """Neurons for the inputs beyond ``site``'s fitted neuron's domain on each side where ``function``
-        saturates (tanh, sigmoid; :func:`saturating_tails`), each fitted (and cached) on the interval from the
-        domain's edge to where the function is within :data:`SATURATION_TOLERANCE` of its asymptote, weighted
-        towards the edge (:func:`_tail_density`). An
+        """Neurons for the inputs beyond ``site``'s fitted neuron's domain (:func:`activation_tails`: to the
+        asymptote where ``function`` saturates, :data:`mbe.ops.encoding.HEADROOM` widths where it grows), each
+        fitted (and cached) on its interval, weighted towards the domain's edge (:func:`_tail_density`). An
         input beyond the calibrated interval then costs about a tail neuron's error instead of the function's
         change between the edge and the input, and the main neuron keeps all its levels on the calibrated
-        interval. Empty for the shipped tables, overrides, and functions that do not saturate."""
+        interval. Empty for the shipped tables and overrides."""
         main = self.fitted_neuron(function, site)
         if main is None or function in (self.config.neurons or {}):
             return ()
@@ -271,13 +270,13 @@ class ConversionState:
         if key not in self.fitted:
             from ..tables import fitted_on_domain
 
-            n_basis = cfg.n_basis.get(function)
+            n_basis = cfg.basis(function)
             width = float(main.domain[1] - main.domain[0])
             self.fitted[key] = tuple(
                 fitted_on_domain(
                     function, tail, n_basis, cfg.timesteps, density=_tail_density(tail, main.domain, width)
                 )
-                for tail in saturating_tails(function, *main.domain)
+                for tail in activation_tails(function, *main.domain)
             )
         return self.fitted[key]
 
@@ -307,11 +306,26 @@ class ConversionState:
 SATURATION_TOLERANCE = 1e-3
 
 
-def saturating_tails(function: str, lo: float, hi: float) -> tuple[tuple[float, float], ...]:
-    """The intervals beyond ``(lo, hi)`` up to :func:`saturation_extended`'s reach, on each side where it reaches
-    further (empty for a function that does not saturate on both sides, or an interval already there)."""
-    e_lo, e_hi = saturation_extended(function, lo, hi)
-    return tuple(t for t in ((e_lo, lo), (hi, e_hi)) if t[1] > t[0])
+def activation_tails(function: str, lo: float, hi: float) -> tuple[tuple[float, float], ...]:
+    """The intervals beyond the calibrated ``(lo, hi)`` that get tail neurons, one per side that has one:
+
+    - where ``function`` saturates (tanh and sigmoid on both sides, GELU and SiLU below): up to where it is within
+      :data:`SATURATION_TOLERANCE` of its asymptote (:func:`saturation_extended`), none if it already is there;
+    - where it keeps growing (GELU, SiLU and ReLU above): :data:`mbe.ops.encoding.HEADROOM` times the interval's
+      width, as the products' operands get (beyond that, inputs are clamped and counted).
+
+    Clamping at the calibrated edge costs an input the function's whole change between the edge and the input,
+    unbounded where the function grows; a tail costs about its neuron's error."""
+    from ..ops.encoding import HEADROOM
+
+    reach = saturation_extended(function, lo, hi, per_side=True)
+    width = hi - lo
+    tails = []
+    if reach[0] is None or reach[0] < lo:
+        tails.append((lo - HEADROOM * width if reach[0] is None else reach[0], lo))
+    if reach[1] is None or reach[1] > hi:
+        tails.append((hi, hi + HEADROOM * width if reach[1] is None else reach[1]))
+    return tuple(tails)
 
 
 def _tail_density(tail: tuple[float, float], main: tuple[float, float], width: float) -> Tensor:
@@ -326,34 +340,41 @@ def _tail_density(tail: tuple[float, float], main: tuple[float, float], width: f
     return (t_lo + dist if t_lo == float(main[1]) else t_hi - dist).clamp(t_lo, t_hi).float()
 
 
-def saturation_extended(function: str, lo: float, hi: float) -> tuple[float, float]:
+def saturation_extended(function: str, lo: float, hi: float, per_side: bool = False) -> tuple:
     """``(lo, hi)`` widened, for a function that saturates on both sides of its registry domain (tanh,
     sigmoid), to where it is within :data:`SATURATION_TOLERANCE` of its output range of its asymptotes.
 
     A side saturates when the function varies by less than the tolerance over the outer tenth of the
-    registry domain on that side. Functions with one asymptote (GELU, SiLU: 0 below) keep the calibrated
-    interval. The interval never shrinks. Used for the tail neurons (:meth:`ConversionState.tail_neurons`),
-    not for the main neuron's domain: fitting tanh on the widened domain cost 10-100x in relative logit error
-    where calibration and evaluation agree (tiny MobileBERT T=8: 0.27 against 0.004; Gemma-2's logit
-    soft-cap: 0.17 against 0.008), since the levels spread over inputs that never come.
+    registry domain on that side. A function that grows on a side (GELU, SiLU, ReLU above) keeps the calibrated
+    interval on both; with ``per_side=True`` the result is per side instead, ``None`` for a side that grows
+    (:func:`activation_tails`). The interval never shrinks. Used for the tail neurons
+    (:meth:`ConversionState.tail_neurons`), not for the main neuron's domain: fitting tanh on the widened domain
+    cost 10-100x in relative logit error where calibration and evaluation agree (tiny MobileBERT T=8: 0.27
+    against 0.004; Gemma-2's logit soft-cap: 0.17 against 0.008), since the levels spread over inputs that
+    never come.
     """
     spec = get_function(function)
     t_lo, t_hi = spec.domain
     inner = torch.linspace(lo, hi, 257, dtype=torch.float64)
     y = spec.fn(inner)
     tol = SATURATION_TOLERANCE * max(float(y.max() - y.min()), 1e-12)
-    out = [lo, hi]
+    out: list = [lo, hi]
     for side, (edge, far) in enumerate(((lo, t_lo), (hi, t_hi))):
+        outer = torch.linspace(far - 0.1 * (far - (t_hi if side == 0 else t_lo)), far, 410, dtype=torch.float64)
+        fo = spec.fn(outer)
+        if float((fo - fo[-1:]).abs().max()) > tol:
+            out[side] = None  # no asymptote on this side (e.g. GELU/SiLU above): it grows
+            continue
         if (far - edge) * (1 if side else -1) <= 0:
             continue  # the calibrated interval already reaches past the registry domain here
         grid = torch.linspace(edge, far, 4097, dtype=torch.float64)
         gap = (spec.fn(grid) - spec.fn(grid[-1:])).abs()
-        if float(gap[int(0.9 * 4096) :].max()) > tol:
-            return (lo, hi)  # no asymptote on this side (e.g. GELU/SiLU above): not a saturating function
         outside = (gap > tol).nonzero()
         reach = float(grid[int(outside[-1]) + 1]) if len(outside) else edge
         out[side] = min(reach, edge) if side == 0 else max(reach, edge)
-    return (out[0], out[1])
+    if per_side:
+        return (out[0], out[1])
+    return (lo, hi) if None in out else (out[0], out[1])
 
 
 def _outward(v: float, bits: int = 3) -> float:

@@ -9,6 +9,13 @@ An operand :math:`x` with encoding range :math:`[lo, hi]` is mapped to :math:`z 
 with :math:`S_k` the binary spike of slot :math:`k = (n, t)`. Products of two encoded operands are
 then sums over spike pairs with intensities :math:`D^a_k D^b_j` (paper Eq. 9-12), see
 :mod:`mbe.ops.products`.
+
+**Headroom.** An input beyond the range (:math:`|z| > 1`, one the calibration never saw) is not clamped to
+its edge: it is encoded by the same neuron on a tail :math:`R` (:data:`HEADROOM`) times as wide next to the
+range, :math:`z = \pm(1 + R) + R\,z'` with :math:`z' \in [-1, 1]`, so its spikes carry :math:`R` times the
+intensity (a per-element gain :math:`g = R`, :math:`A_0 = m + h(\pm(1 + R) + R\,b)`) and its error is
+:math:`R` times the range's. The range reaches :math:`1 + 2R` half-widths from its middle that way; inputs
+beyond that are clamped and counted. Inputs inside the range are encoded exactly as without headroom.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from ..stats import OpStats
 from ..tables import neuron_for
 
 MODES = ("fused", "event")
+#: how many times the encoding range's width a tail beyond each edge covers (see the module docstring)
+HEADROOM = 4.0
 Range = Optional[tuple[float, float]]
 
 
@@ -133,10 +142,13 @@ class Encoded:
     Attributes:
         decoded: :math:`\\hat x`, shaped like the input.
         counts: spikes per element, shaped like the input.
-        const: :math:`A_0` (scalar tensor; shaped like the input with ``silent_zeros``).
+        const: :math:`A_0` (scalar tensor; shaped like the input with ``silent_zeros`` or headroom in use).
         intensity: :math:`D_k`, ``[K]`` with ``K = N * T`` (slot order ``n * T + t``).
         spikes: ``[K, ...]`` binary spike trains, only when requested.
-        clamped: inputs clamped at the range.
+        clamped: inputs clamped (beyond the range and its headroom).
+        gain: each element's spikes carry ``gain`` times the intensity :math:`D_k` (1, or :data:`HEADROOM` for
+            an input in a tail): a scalar tensor 1.0, or shaped like the input when some input is in a tail.
+            :math:`\\hat x = A_0 + g \\sum_k D_k S_k`.
     """
 
     decoded: Tensor
@@ -145,6 +157,11 @@ class Encoded:
     intensity: Tensor
     spikes: Optional[Tensor]
     clamped: int
+    gain: Tensor
+
+    def weighted_spikes(self) -> Tensor:
+        """``gain * spikes`` (``[K, ...]``): what each slot adds in units of :attr:`intensity`."""
+        return self.spikes * self.gain
 
 
 def encode(
@@ -172,15 +189,29 @@ def encode(
     lo, hi = rng
     mid, half = (lo + hi) / 2, (hi - lo) / 2
     z = (x.double() - mid) / half
+    beyond = z.abs() > 1
+    in_tail = bool(beyond.any())
+    if in_tail:  # headroom: z = shift + gain * z', z' in [-1, 1] (see the module docstring)
+        shift = torch.where(beyond, torch.sign(z) * (1 + HEADROOM), 0.0)
+        gain = torch.where(beyond, HEADROOM, 1.0).to(z.dtype)
+        z = (z - shift) / gain
     res, clamped = neuron.evaluate(z, return_spikes=return_spikes)
     weight, bias, _ = neuron.readout()
     d, _, _ = neuron.kernels()
     dtype = res.output.dtype
     intensity = (half * weight.to(dtype)[:, None] * d.to(dtype)).reshape(-1)
     spikes = res.spikes.reshape(-1, *x.shape) if res.spikes is not None else None
-    decoded, counts, const = mid + half * res.output, res.spike_counts, mid + half * bias.to(dtype)
+    if in_tail:
+        decoded = mid + half * (shift + gain * res.output)
+        const = mid + half * (shift + gain * bias.to(dtype))
+    else:
+        gain = torch.ones((), dtype=dtype)
+        decoded, const = mid + half * res.output, mid + half * bias.to(dtype)
+    counts = res.spike_counts
     if silent_zeros:
         keep = (x != 0).to(dtype)
         decoded, counts, const = decoded * keep, counts * keep, const * keep
         spikes = spikes * keep if spikes is not None else None
-    return Encoded(decoded=decoded, counts=counts, const=const, intensity=intensity, spikes=spikes, clamped=clamped)
+    return Encoded(
+        decoded=decoded, counts=counts, const=const, intensity=intensity, spikes=spikes, clamped=clamped, gain=gain
+    )

@@ -159,9 +159,10 @@ def _event_mul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neurons
             bf[sl], rb, timesteps, n_basis=n_basis, return_spikes=True, neurons=neurons, silent_zeros=silent_zeros
         )
         sa, sb = ea.spikes, eb.spikes  # [K, c] binary
+        ga, gb = ea.weighted_spikes(), eb.weighted_spikes()  # g S: a tail's spikes carry its gain
         dmat = ea.intensity[:, None] * eb.intensity[None, :]  # D_kj, [K, K]
-        pair = (sa * (dmat @ sb)).sum(0)  # sum_k S^a_k sum_j D_kj S^b_j
-        lin = ea.const * (eb.intensity @ sb) + eb.const * (ea.intensity @ sa) + ea.const * eb.const
+        pair = (ga * (dmat @ gb)).sum(0)  # sum_k g^a S^a_k sum_j D_kj g^b S^b_j
+        lin = ea.const * (eb.intensity @ gb) + eb.const * (ea.intensity @ ga) + ea.const * eb.const
         out[sl] = pair + lin
         sums["pairs"] += int((sa * sb.sum(0, keepdim=True)).sum())  # every coincident spike pair
         sums["a_spikes"] += int(sa.sum())
@@ -301,7 +302,8 @@ def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neur
             tot["b_spikes"] += int(sb.sum())
             tot["b_sat"] += eb.clamped
             count_b = sb.sum(0)  # spikes per b element, [bb, D, mm]
-            b_lin = (eb.intensity @ sb.reshape(k, -1)).reshape(sb.shape[1:])  # sum_j D^b_j S^b_j
+            gb = eb.weighted_spikes()  # g S: a tail's spikes carry its gain
+            b_lin = (eb.intensity @ gb.reshape(k, -1)).reshape(sb.shape[1:])  # g sum_j D^b_j S^b_j
             for ls in _tiles(rows, ll):
                 ea = encode(
                     a[bs, ls, :],
@@ -313,14 +315,16 @@ def _event_matmul(a, b, ra, rb, timesteps, n_basis, stats, budget_mb, name, neur
                     silent_zeros=silent_zeros,
                 )
                 sa = ea.spikes  # [K, bb, ll, D]
+                ga = ea.weighted_spikes()
                 dmat = ea.intensity[:, None] * eb.intensity[None, :]
-                y = (dmat @ sb.reshape(k, -1)).reshape(sb.shape)  # [K, bb, D, mm]: sum_j D_kj S^b_j
-                # pair accumulation sum_k S^a_k @ Y_k, contracted over k and d together
-                pair = torch.einsum("kbld,kbdm->blm", sa, y)
-                a_lin = torch.einsum("k,kbld->bld", ea.intensity, sa)
-                # constant terms: A0 (a scalar, or per element with silent zeros) against b, and B0 against a
+                y = (dmat @ gb.reshape(k, -1)).reshape(sb.shape)  # [K, bb, D, mm]: sum_j D_kj g^b S^b_j
+                # pair accumulation sum_k g^a S^a_k @ Y_k, contracted over k and d together
+                pair = torch.einsum("kbld,kbdm->blm", ga, y)
+                a_lin = torch.einsum("k,kbld->bld", ea.intensity, ga)
+                # constant terms: A0 against b, and B0 against a (each a scalar, or per element with silent
+                # zeros or headroom in use)
                 a0 = ea.const.expand(a_lin.shape)
-                lin = a0 @ b_lin + eb.const * (a0 + a_lin).sum(-1, keepdim=True)
+                lin = a0 @ b_lin + (a0 + a_lin) @ eb.const.expand(b_lin.shape)
                 out[bs, ls, ms] = pair + lin
                 tot["pairs"] += int((sa.sum(0) @ count_b).sum())  # float64 spikes: exact
                 if ms.start == 0:

@@ -95,7 +95,7 @@ def spiking_activation(state, site, function: str, x: Tensor) -> Tensor:
     if fitted:
         kw["neurons"] = {**fitted, **(cfg.neurons or {})}
         kw["tails"] = state.tail_neurons(function, site)
-    return ops.spiking_activation(function, x, n_basis=cfg.n_basis.get(function), **kw)
+    return ops.spiking_activation(function, x, n_basis=cfg.basis(function), **kw)
 
 
 def build_activation(module: nn.Module, spec: SiteSpec, site, state) -> SpikingActivation:

@@ -119,7 +119,7 @@ def spiking_core(state, site, query, key, value, mask, scaling, position_bias=No
     key, value = repeat_kv(key, heads), repeat_kv(value, heads)
     kw = dict(state.op_kwargs(site), budget_mb=cfg.budget_mb)
     m = cfg.calibration_margin
-    identity_n = cfg.n_basis.get("identity")
+    identity_n = cfg.basis("identity")
     scores = (
         ops.spiking_matmul(
             query,
@@ -140,7 +140,7 @@ def spiking_core(state, site, query, key, value, mask, scaling, position_bias=No
     if mask is not None and mask.dtype != torch.bool:
         mask = mask[..., : key.shape[-2]]
     probs = ops.spiking_softmax(
-        scores, mask=mask, causal=causal, refine=cfg.refine, name="softmax", n_basis=cfg.n_basis.get("exp2"), **kw
+        scores, mask=mask, causal=causal, refine=cfg.refine, name="softmax", n_basis=cfg.basis("exp2"), **kw
     )
     out = ops.spiking_matmul(
         probs,

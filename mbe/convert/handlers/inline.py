@@ -114,7 +114,7 @@ def _softmax(state, site_name, module, func, args, kwargs):
     xf = x.to(dtype) if dtype is not None else x
     cfg = state.config
     kw = dict(state.op_kwargs(site), budget_mb=cfg.budget_mb)
-    out = ops.spiking_softmax(xf, dim=dim, refine=cfg.refine, name="softmax", n_basis=cfg.n_basis.get("exp2"), **kw)
+    out = ops.spiking_softmax(xf, dim=dim, refine=cfg.refine, name="softmax", n_basis=cfg.basis("exp2"), **kw)
     return out.to(xf.dtype)
 
 

@@ -76,7 +76,7 @@ class SpikingGatedMLP(SiteModule):
             up,
             ranges=(site.range("act", m), site.range("up", m)),
             budget_mb=cfg.budget_mb,
-            n_basis=cfg.n_basis.get("identity"),
+            n_basis=cfg.basis("identity"),
             name="gated_product",
             **self.state.op_kwargs(site),
         )

@@ -171,7 +171,7 @@ class SpikingNorm(SiteModule):
             refine=cfg.refine,
             row_scaling=cfg.row_scaling,
             budget_mb=cfg.budget_mb,
-            n_basis=cfg.n_basis.get("rsqrt"),
+            n_basis=cfg.basis("rsqrt"),
             **self.state.op_kwargs(site),
         )
         scale = self._scale()

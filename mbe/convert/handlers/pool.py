@@ -46,7 +46,7 @@ class SpikingMaxPool2d(SiteModule):
             self.kernel_size,
             self.stride,
             self.padding,
-            n_basis=cfg.n_basis.get("relu"),
+            n_basis=cfg.basis("relu"),
             **self.state.op_kwargs(self.site),
         )
 
