@@ -82,10 +82,10 @@ class ConversionConfig:
             (the sites' sketches, see :class:`mbe.convert.Site`), so outliers that stretch the interval do not
             take the precision from where most inputs fall; sites share a neuron only when the shared domain is
             at most twice as wide as each one's own range (:meth:`mbe.convert.ConversionState.activation_group`:
-            a narrow classifier-head activation gets its own). Under ``"calibrated"`` and ``"density"``, a
-            function that saturates on both sides (tanh, sigmoid) also gets tail neurons from the domain's edges to
-            its asymptotes (:meth:`mbe.convert.ConversionState.tail_neurons`), so inputs beyond the calibrated
-            interval are not clamped to its edge.
+            a narrow classifier-head activation gets its own). A fitted neuron also gets a tail neuron beyond each
+            edge of its domain (:meth:`mbe.convert.ConversionState.tail_neurons`): to the asymptote where the
+            function saturates, :data:`mbe.ops.encoding.HEADROOM` widths where it grows, so inputs beyond the
+            calibrated interval are not clamped to its edge.
             Fits take seconds and are cached on disk (:func:`mbe.tables.fitted_on_domain`), so a
             domain/N/T is fitted once per machine.
     """
