@@ -373,6 +373,7 @@ def fitted_on_domain(
     progress: bool = False,
     density=None,
     init: Optional[MBENeuron] = None,
+    quick: bool = False,
 ) -> MBENeuron:
     """A neuron for ``function`` fitted on ``domain`` (``recipe``, seed 0), from the fit cache when it holds
     one (same function, domain, N, T, recipe, density, start, hash intact), else fitted now (seconds) and cached.
@@ -383,8 +384,8 @@ def fitted_on_domain(
     ``density``: a sample of the inputs the neuron will see; the fit weights its error by their density
     (:func:`mbe.fitting.fit_neuron`). The cache tells densities apart by a digest of 257 quantiles.
 
-    A corrupt cache entry is refitted and overwritten, never trusted. ``MBE_QUICK_FITS=1`` fits with
-    :data:`QUICK_FIT` instead (seconds less, a little less accurate; cached apart), as the fast test tier does.
+    A corrupt cache entry is refitted and overwritten, never trusted. ``quick=True`` or ``MBE_QUICK_FITS=1`` fits
+    with :data:`QUICK_FIT` instead (seconds less, a little less accurate; cached apart), as the fast test tier does.
     """
     import os
 
@@ -394,7 +395,7 @@ def fitted_on_domain(
     n_basis = spec.n_basis if n_basis is None else n_basis
     validate_counts(n_basis, timesteps)
     lo, hi = validate_domain(domain)
-    quick = os.environ.get("MBE_QUICK_FITS", "0") == "1"
+    quick = quick or os.environ.get("MBE_QUICK_FITS", "0") == "1"
     rec = get_recipe(recipe).with_overrides(**(QUICK_FIT if quick else {}))
     key = TableKey(function, n_basis, timesteps, recipe)
     tag = "" if density is None else "_density-" + _density_digest(density, (lo, hi))

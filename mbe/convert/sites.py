@@ -258,7 +258,8 @@ class ConversionState:
     def tail_neurons(self, function: str, site: Optional[Site] = None) -> tuple:
         """Neurons for the inputs beyond ``site``'s fitted neuron's domain (:func:`activation_tails`: to the
         asymptote where ``function`` saturates, :data:`mbe.ops.encoding.HEADROOM` widths where it grows), each
-        fitted (and cached) on its interval, weighted towards the domain's edge (:func:`_tail_density`). An
+        fitted (and cached) on its interval, weighted towards the domain's edge (:func:`_tail_density`), with the
+        short schedule (:data:`mbe.tables.QUICK_FIT`: a few seconds; tails serve the rare inputs beyond). An
         input beyond the calibrated interval then costs about a tail neuron's error instead of the function's
         change between the edge and the input, and the main neuron keeps all its levels on the calibrated
         interval. Empty for the shipped tables and overrides."""
@@ -274,7 +275,7 @@ class ConversionState:
             width = float(main.domain[1] - main.domain[0])
             self.fitted[key] = tuple(
                 fitted_on_domain(
-                    function, tail, n_basis, cfg.timesteps, density=_tail_density(tail, main.domain, width)
+                    function, tail, n_basis, cfg.timesteps, density=_tail_density(tail, main.domain, width), quick=True
                 )
                 for tail in activation_tails(function, *main.domain)
             )
@@ -294,11 +295,12 @@ class ConversionState:
         return torch.cat(parts) if parts else None
 
     def fit_activation_neurons(self) -> None:
-        """Fit (or load from the fit cache) every activation function's neuron, and its tail neurons, for the
-        current T (nothing under ``activation_domain='table'``)."""
+        """Fit (or load from the fit cache) every activation site's neuron for the current T (nothing under
+        ``activation_domain='table'``). Tail neurons are fitted when an input first goes beyond a neuron's
+        domain (:func:`mbe.convert.handlers.activation.spiking_activation`): calibration inputs never do."""
         for site in self.sites.values():
             if site.kind == "activation":
-                self.tail_neurons(site.function, site)  # fits the site's own neuron first
+                self.fitted_neuron(site.function, site)
 
 
 #: a density domain reaches as far as its function takes to come within this fraction of its output range on the

@@ -88,13 +88,16 @@ class SpikingActivation(SiteModule):
 def spiking_activation(state, site, function: str, x: Tensor) -> Tensor:
     """``function`` at ``site`` by its neuron: explicit overrides first, else the neuron fitted for the site's
     group (:meth:`ConversionState.fitted_neuron`, with its :meth:`~ConversionState.tail_neurons` beyond its domain),
-    else (``activation_domain='table'``) the shipped table."""
+    else (``activation_domain='table'``) the shipped table. The tails are looked up (and fitted, once per machine)
+    only when some input lies beyond the neuron's domain, so a conversion fits them only where inputs need them."""
     cfg = state.config
     kw = state.op_kwargs(site)
     fitted = state.activation_neurons(function, site)
     if fitted:
         kw["neurons"] = {**fitted, **(cfg.neurons or {})}
-        kw["tails"] = state.tail_neurons(function, site)
+        lo, hi = kw["neurons"][function].domain
+        if x.numel() and bool(((x < lo) | (x > hi)).any()):
+            kw["tails"] = state.tail_neurons(function, site)
     return ops.spiking_activation(function, x, n_basis=cfg.basis(function), **kw)
 
 
