@@ -239,6 +239,30 @@ def test_inputs_beyond_the_calibrated_range_cost_at_most_the_clamp(timesteps):
     assert site.stats.sites["tanh.tail"].spikes > 0 and site.stats.sites["tanh"].clamped > 0
 
 
+@pytest.mark.parametrize("timesteps", [8, 16])
+def test_a_tail_never_costs_more_than_the_clamp_next_to_a_narrow_range(timesteps):
+    """Gemma-2's logit soft-cap on a tiny random model: tanh calibrated on [-0.0125, 0.0125], a tail to the
+    asymptote 450 ranges long, whose error (~0.02 at T=8) exceeds what a clamp costs just past the edge. The
+    tail takes only the inputs beyond its onset (:func:`mbe.convert.sites.tail_onset`), so no input beyond
+    the range costs more than the clamp would (up to the main neuron's own error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        snn = mbe.convert(_TanhHead(), [{"x": torch.linspace(-0.0125, 0.0125, 257)}], progress=False)
+        mbe.set_timesteps(snn, timesteps)
+        x = torch.cat([torch.linspace(-0.1, 0.1, 4001), torch.linspace(-6, 6, 4801)])
+        with torch.no_grad():
+            err = (snn(x=x) - torch.tanh(x)).abs()
+    site = sites(snn)["act"]
+    lo, hi = snn.mbe_state.fitted_neuron("tanh", site).domain
+    tails = snn.mbe_state.tail_neurons("tanh", site)
+    assert [t.onset < lo for t in tails if t.neuron.domain[1] == lo] == [True]  # an onset beyond each edge
+    assert [t.onset > hi for t in tails if t.neuron.domain[0] == hi] == [True]
+    inside = (x >= lo) & (x <= hi)
+    clamp_cost = (torch.tanh(x) - torch.tanh(x.clamp(lo, hi))).abs()
+    assert float((err - clamp_cost)[~inside].max()) <= 1.5 * float(err[inside].max())
+    assert float(err[x.abs() > 1].max()) < 0.05  # far out, the tail: a clamp would cost more than 0.7
+
+
 class _GeluHead(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -264,13 +288,15 @@ def test_a_growing_activation_takes_inputs_above_its_range_into_a_headroom_tail(
     site = sites(snn)["act"]
     lo, hi = snn.mbe_state.fitted_neuron("gelu", site).domain
     reach = hi + HEADROOM * (hi - lo)
-    assert [t.domain[1] for t in snn.mbe_state.tail_neurons("gelu", site)] == [lo, reach]
+    assert [t.neuron.domain[1] for t in snn.mbe_state.tail_neurons("gelu", site)] == [lo, reach]
     in_err = float(err[(x >= lo) & (x <= hi)].max())
     assert float(err[x < lo].max()) <= 1.5 * in_err  # near GELU's asymptote, as precise as inside
     above = (x > hi) & (x <= reach)
     assert float(err[above].max()) < 0.05 < 0.5 * float((x[above] - hi).max())  # a clamp would cost up to 7.7
     beyond = x > reach
     assert torch.allclose(err[beyond], x[beyond] - reach, atol=0.05)  # clamped at the tail's end ...
+    clamp_cost = (torch.nn.functional.gelu(x) - torch.nn.functional.gelu(x.clamp(lo, hi))).abs()
+    assert float((err - clamp_cost)[(x < lo) | (x > hi)].max()) <= 1.5 * in_err  # ... never worse than at the edge
     assert site.stats.sites["gelu.tail"].spikes > 0 and site.stats.sites["gelu"].clamped >= int(beyond.sum())
 
 

@@ -256,29 +256,40 @@ class ConversionState:
         return self.fitted[key]
 
     def tail_neurons(self, function: str, site: Optional[Site] = None) -> tuple:
-        """Neurons for the inputs beyond ``site``'s fitted neuron's domain (:func:`activation_tails`: to the
+        """:class:`~mbe.ops.Tail` neurons for the inputs beyond ``site``'s fitted neuron's domain (:func:`activation_tails`: to the
         asymptote where ``function`` saturates, :data:`mbe.ops.encoding.HEADROOM` widths where it grows), each
         fitted (and cached) on its interval, weighted towards the domain's edge (:func:`_tail_density`), with the
         short schedule (:data:`mbe.tables.QUICK_FIT`: a few seconds; tails serve the rare inputs beyond). An
         input beyond the calibrated interval then costs about a tail neuron's error instead of the function's
         change between the edge and the input, and the main neuron keeps all its levels on the calibrated
-        interval. Empty for the shipped tables and overrides."""
+        interval; each tail takes only the inputs beyond its :func:`tail_onset`, so that cost is never more than a
+        clamp's. Empty for the shipped tables and overrides."""
         main = self.fitted_neuron(function, site)
         if main is None or function in (self.config.neurons or {}):
             return ()
         cfg = self.config
         key = (function, tuple(float(v) for v in main.domain), cfg.timesteps, "tails")
         if key not in self.fitted:
+            from ..ops import Tail
             from ..tables import fitted_on_domain
 
             n_basis = cfg.basis(function)
             width = float(main.domain[1] - main.domain[0])
-            self.fitted[key] = tuple(
-                fitted_on_domain(
-                    function, tail, n_basis, cfg.timesteps, density=_tail_density(tail, main.domain, width), quick=True
+            tails = []
+            for interval in activation_tails(function, *main.domain):
+                neuron = fitted_on_domain(
+                    function,
+                    interval,
+                    n_basis,
+                    cfg.timesteps,
+                    density=_tail_density(interval, main.domain, width),
+                    quick=True,
                 )
-                for tail in activation_tails(function, *main.domain)
-            )
+                edge = interval[1] if interval[1] == main.domain[0] else interval[0]
+                onset = tail_onset(function, neuron, edge)
+                if onset is not None:
+                    tails.append(Tail(neuron, onset))
+            self.fitted[key] = tuple(tails)
         return self.fitted[key]
 
     def activation_density(self, function: str, group: Optional[tuple[str, ...]] = None) -> Optional[Tensor]:
@@ -328,6 +339,49 @@ def activation_tails(function: str, lo: float, hi: float) -> tuple[tuple[float, 
     if reach[1] is None or reach[1] > hi:
         tails.append((hi, hi + HEADROOM * width if reach[1] is None else reach[1]))
     return tuple(tails)
+
+
+#: points of the grid :func:`tail_onset` checks (half log-spaced from the edge, half uniform)
+ONSET_GRID = 8192
+
+
+def tail_onset(function: str, neuron, edge: float) -> Optional[float]:
+    """Where a tail ``neuron`` (domain starting or ending at ``edge``) starts to cost less than a clamp.
+
+    An input :math:`x` beyond the main domain's edge :math:`e` either stays clamped at the edge, costing the
+    function's change :math:`|f(x) - f(e)|`, or takes the tail, costing at most the tail's largest error
+    :math:`E` on its domain. The onset is the distance from the edge beyond which the change is at least
+    :math:`E` everywhere on a dense grid (``ONSET_GRID`` points, log-spaced near the edge): tail inputs from
+    there on cost at most what a clamp would, and the nearer ones are clamped. ``None`` when the change never
+    stays above :math:`E` to the tail's end (a clamp is never worse: no tail)."""
+    spec = get_function(function)
+    t_lo, t_hi = (float(v) for v in neuron.domain)
+    length = t_hi - t_lo
+    half = ONSET_GRID // 2
+    dist = (
+        torch.cat(
+            [
+                torch.logspace(math.log10(length * 1e-6), math.log10(length), half, dtype=torch.float64),
+                torch.linspace(0, length, half, dtype=torch.float64)[1:],
+            ]
+        )
+        .sort()
+        .values
+    )
+    below = t_hi == edge
+    x = (edge - dist if below else edge + dist).clamp(t_lo, t_hi)
+    with torch.no_grad():
+        approx = neuron(x.float()).double()
+    truth = spec.fn(x)
+    worst = float((approx - truth).abs().max())
+    clamp_cost = (truth - spec.fn(torch.tensor([edge], dtype=torch.float64))).abs()
+    worse = torch.nonzero(clamp_cost < worst).flatten()
+    if worse.numel() == 0:
+        return float(edge)
+    last = int(worse[-1])
+    if last + 1 >= dist.numel():
+        return None
+    return float(x[last + 1])
 
 
 def _tail_density(tail: tuple[float, float], main: tuple[float, float], width: float) -> Tensor:

@@ -21,6 +21,7 @@ as constants. RMSNorm is the same without the mean.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Union
 
 import torch
@@ -44,6 +45,17 @@ RSQRT_RANGE = (0.6875, 1.4375)
 NEAR_ONE_RANGE = (0.875, 1.125)
 HALF_TO_ONE_RANGE = (0.4375, 1.0625)
 HALF_TO_TWO_RANGE = (0.4375, 2.0625)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """A neuron for one side beyond an activation's main neuron: its domain starts (or ends) at the main
+    domain's edge, and it takes the inputs at least as far out as ``onset`` (the edge by default); inputs
+    between the edge and ``onset`` stay clamped at the edge, which costs less there than the tail's error
+    (:func:`mbe.convert.sites.tail_onset`)."""
+
+    neuron: SpikingNeuron
+    onset: Optional[float] = None
 
 
 def refine_reciprocal(m: Tensor, r: Tensor, steps: int, **product_kw) -> Tensor:
@@ -383,17 +395,18 @@ def spiking_activation(
     input_range: Range = None,
     stats: Optional[OpStats] = None,
     neurons: Optional[Mapping[str, SpikingNeuron]] = None,
-    tails: Sequence[SpikingNeuron] = (),
+    tails: Sequence[Union[Tail, SpikingNeuron]] = (),
 ) -> Tensor:
     """One fitted neuron per activation: ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"tanh"``,
     ``"sigmoid"`` or any registered function. ``input_range`` (calibrated) clamps inputs first,
     counting them as saturated; inputs outside the neuron's fitted domain are clamped and counted too.
     ``mode="event"`` materialises the spike trains (same result).
 
-    ``tails``: neurons for inputs beyond the main neuron's domain, each on an interval that starts (or ends)
-    at one of its edges: an input below the main domain's ``lo`` takes the tail ending at ``lo`` (clamped to
-    that tail's own domain), one above ``hi`` the tail starting at ``hi``. Their spikes are recorded under
-    ``"{name}.tail"``; the inputs they take still count as clamped by the main neuron."""
+    ``tails``: neurons (or :class:`Tail` objects) for inputs beyond the main neuron's domain, each on an interval that
+    starts (or ends) at one of its edges: an input below the main domain's ``lo`` takes the tail ending at ``lo``
+    (clamped to that tail's own domain), one above ``hi`` the tail starting at ``hi``; a :class:`Tail` takes only
+    the inputs beyond its ``onset``. Their spikes are recorded under ``"{name}.tail"``; the inputs they take
+    still count as clamped by the main neuron."""
     check_args(mode, timesteps, n_basis)
     check_finite(x, f"activation {name!r}")
     pre = 0
@@ -410,19 +423,21 @@ def spiking_activation(
     if tails:
         main_lo, main_hi = pick_neuron(name, timesteps, n_basis, neurons).domain
         for tail in tails:
-            t_lo, t_hi = tail.domain
-            if t_hi == main_lo:
-                beyond = x < main_lo
-            elif t_lo == main_hi:
-                beyond = x > main_hi
+            tail = tail if isinstance(tail, Tail) else Tail(tail)
+            t_lo, t_hi = tail.neuron.domain
+            onset = tail.onset
+            if t_hi == main_lo and (onset is None or t_lo <= onset <= t_hi):
+                beyond = x < (main_lo if onset is None else onset)
+            elif t_lo == main_hi and (onset is None or t_lo <= onset <= t_hi):
+                beyond = x > (main_hi if onset is None else onset)
             else:
                 raise ValueError(
-                    f"activation {name!r}: tail neuron domain {tail.domain} does not start or end at the main "
-                    f"neuron's domain {(main_lo, main_hi)}"
+                    f"activation {name!r}: tail neuron domain {tail.neuron.domain} (onset {onset}) does not start "
+                    f"or end at the main neuron's domain {(main_lo, main_hi)}, or its onset lies outside it"
                 )
             if bool(beyond.any()):
                 t_res = run_site_neuron(
-                    x[beyond], name, timesteps, key=f"{name}.tail", stats=stats, neurons={name: tail}
+                    x[beyond], name, timesteps, key=f"{name}.tail", stats=stats, neurons={name: tail.neuron}
                 )
                 out = out.masked_scatter(beyond, t_res.output.to(out.dtype))
     return out
