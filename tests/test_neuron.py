@@ -213,16 +213,52 @@ def test_compiled_readout_matches_simulate_bit_for_bit(monkeypatch):
         d, r, vth = nrn.kernels()
         w, b, off = (v.to(dtype) for v in nrn.readout())
         lo, hi = nrn.domain
-        x = (
-            torch.rand(3, compiled.MIN_ELEMENTS, dtype=dtype, generator=torch.Generator().manual_seed(0)) * (hi - lo)
-            + lo
-        )
-        ref = mbe.neuron.functional.simulate(x, d.to(dtype), r.to(dtype), vth.to(dtype), w, b, off, return_counts=True)
-        out, counts = compiled.compiled_readout(x, d.to(dtype), r.to(dtype), vth.to(dtype), w, b, off)
-        assert compiled.compile_enabled(), compiled._failed
-        assert torch.equal(out, ref.output) and torch.equal(counts, ref.spike_counts)
+        for shape in [(1,), (3,), (7,), (5, 20), (3, 1 << 14)]:  # tiny inputs are padded, large ones as they are
+            gen = torch.Generator().manual_seed(0)
+            x = torch.rand(shape, dtype=dtype, generator=gen) * (hi - lo) + lo
+            ref = mbe.neuron.functional.simulate(
+                x, d.to(dtype), r.to(dtype), vth.to(dtype), w, b, off, return_counts=True
+            )
+            out, counts = compiled.compiled_readout(x, d.to(dtype), r.to(dtype), vth.to(dtype), w, b, off)
+            assert compiled.compile_enabled(), compiled._failed
+            assert out.shape == shape and torch.equal(out, ref.output) and torch.equal(counts, ref.spike_counts)
         pd, pr, pv, pw, po = compiled.pad_to_bucket(d, r, vth, w, off)
         assert pd.shape == (max(4, n), 16) and torch.isinf(pv[:, t:]).all() and (pw[n:] == 0).all()
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 600, 1])
+def test_eager_readout_runs_bases_together_with_simulates_numbers(monkeypatch, chunk):
+    """The eager readout takes as many bases at once as fit in EAGER_CHUNK elements (all, some, one at a time):
+    output and spike counts bit for bit those of simulate and of the per-basis form the compiler fuses."""
+    from mbe.neuron import functional
+
+    monkeypatch.setattr(functional, "EAGER_CHUNK", chunk)
+    for fn, n, t, dtype in [("gelu", 4, 12, torch.float32), ("identity", 8, 16, torch.float64)]:
+        nrn = mbe.get_neuron(fn, n_basis=n, timesteps=t)
+        d, r, vth = (k.to(dtype) for k in nrn.kernels())
+        w, b, off = (v.to(dtype) for v in nrn.readout())
+        lo, hi = nrn.domain
+        x = torch.rand(3, 100, dtype=dtype, generator=torch.Generator().manual_seed(1)) * (hi - lo) + lo
+        ref = functional.simulate(x, d, r, vth, w, b, off, return_counts=True)
+        for path in (functional.readout, functional.readout_per_basis):
+            out, counts = path(x, d, r, vth, w, b, off)
+            assert torch.equal(out, ref.output) and torch.equal(counts, ref.spike_counts)
+        out, _ = functional.readout(x, d, r, vth, w, b, None)  # no offsets
+        assert torch.equal(out, functional.readout_per_basis(x, d, r, vth, w, b, None)[0])
+
+
+def test_prepared_kernels_follow_the_neurons_parameters():
+    """The kernels a neuron caches for its fused path are rebuilt when a buffer changes in place or T does."""
+    nrn = mbe.get_neuron("gelu", n_basis=4, timesteps=8)
+    x = torch.linspace(-3, 3, 50)
+    before = nrn(x)
+    assert nrn.prepared(torch.float32, x.device) is nrn.prepared(torch.float32, x.device)  # cached
+    with torch.no_grad():
+        nrn.weight.mul_(2.0)
+    assert torch.allclose(nrn(x) - nrn.bias, 2 * (before - nrn.bias), atol=1e-5)
+    with torch.no_grad():
+        nrn.weight.div_(2.0)
+    assert torch.equal(nrn(x), before)
 
 
 def test_compiled_readout_falls_back_to_eager_with_one_warning(monkeypatch):
@@ -236,7 +272,7 @@ def test_compiled_readout_falls_back_to_eager_with_one_warning(monkeypatch):
     monkeypatch.setattr(compiled, "_fn", broken)
     monkeypatch.setattr(compiled, "_failed", None)
     nrn = mbe.get_neuron("gelu", n_basis=4, timesteps=16)
-    x = torch.linspace(-8, 8, compiled.MIN_ELEMENTS)
+    x = torch.linspace(-8, 8, 1000)
     with pytest.warns(RuntimeWarning, match="no C.. compiler here"):
         out, _ = compiled.compiled_readout(x, *nrn.kernels(), *nrn.readout())
     assert not compiled.compile_enabled()

@@ -1,6 +1,6 @@
-"""The fused CPU inference path: :func:`mbe.neuron.functional.readout` compiled by ``torch.compile``.
+"""The fused CPU inference path: :func:`mbe.neuron.functional.readout_per_basis` compiled by ``torch.compile``.
 
-Inductor turns the unrolled ``N x T`` loop of :func:`readout` into one C++ loop over the elements
+Inductor turns the unrolled ``N x T`` loop of :func:`readout_per_basis` into one C++ loop over the elements
 (vectorised, OpenMP-parallel): every element's membrane stays in a register, so the cost is one read of
 ``x`` and two writes (output, spike counts) plus ``~4 N T`` flops per element, instead of ``~4 N T``
 passes over memory in eager mode. Results match the eager path (the same operations on each element;
@@ -10,7 +10,9 @@ Few compiled graphs: kernels are padded up to a bucket (``N`` and ``T`` rounded 
 at least 4 and 8) with bases and steps that can never fire (threshold ``+inf``, zero intensity, reset and
 weight), which leaves every real element's arithmetic, and so the result, unchanged. So one graph serves
 each ``(N bucket, T bucket, dtype)``; element counts are dynamic (the input is flattened), so batch and
-sequence changes do not recompile either. The first call of each key compiles (seconds; Inductor's
+sequence changes do not recompile either. Every input size takes this path (a call costs tens of
+microseconds of guards and launch, where the eager loop costs ``3 T`` tensor ops): inputs smaller than
+:data:`MIN_PADDED` are padded up to it, as dynamic shapes specialise sizes 0 and 1. The first call of each key compiles (seconds; Inductor's
 on-disk cache makes later processes faster). If compiling fails (no C++ compiler,
 an unsupported platform) the path warns once and falls back to eager for the rest of the process.
 Set ``MBE_COMPILE=0`` to turn it off.
@@ -25,10 +27,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .functional import readout
+from .functional import readout, readout_per_basis
 
-#: inputs smaller than this run eagerly (guard and launch overheads would dominate)
-MIN_ELEMENTS = 1 << 14
+#: inputs are padded with zeros up to this many elements (their results are dropped): dynamic shapes
+#: specialise sizes 0 and 1, which would compile a graph for each
+MIN_PADDED = 8
 
 _compiled = None
 _failed: Optional[str] = None
@@ -42,7 +45,7 @@ def compile_enabled() -> bool:
 def _fn():
     global _compiled
     if _compiled is None:
-        _compiled = torch.compile(readout, dynamic=True)
+        _compiled = torch.compile(readout_per_basis, dynamic=True)
     return _compiled
 
 
@@ -71,11 +74,18 @@ def pad_to_bucket(d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, input_offse
 def compiled_readout(
     x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor, input_offset: Optional[Tensor] = None
 ) -> tuple[Tensor, Tensor]:
-    """:func:`readout` through ``torch.compile`` (same contract), eager when disabled or on failure."""
+    """:func:`readout` through ``torch.compile`` (same contract, same numbers), for inputs of any size;
+    eager :func:`readout` when disabled, on CUDA tensors, or on failure. Kernels already padded to their
+    bucket (:func:`pad_to_bucket`) are used as they are."""
     global _failed
-    if not compile_enabled() or x.numel() < MIN_ELEMENTS or x.is_cuda:
+    if not compile_enabled() or x.is_cuda:
         return readout(x, d, r, vth, weight, bias, input_offset)
+    numel = x.numel()
+    if numel == 0:
+        return torch.zeros_like(x) + bias, torch.zeros_like(x)
     flat = x.reshape(-1)
+    if numel < MIN_PADDED:
+        flat = torch.nn.functional.pad(flat, (0, MIN_PADDED - numel))
     d, r, vth, weight, offset = pad_to_bucket(d, r, vth, weight, input_offset)
     try:
         # every (N, T, dtype) is one more graph of the same function: allow plenty of them
@@ -89,5 +99,7 @@ def compiled_readout(
             RuntimeWarning,
             stacklevel=2,
         )
-        return readout(x, d, r, vth, weight, bias, input_offset)
+        return readout(x, d, r, vth, weight, bias, offset)
+    if numel < MIN_PADDED:
+        out, counts = out[:numel], counts[:numel]
     return out.view(x.shape), counts.view(x.shape)

@@ -36,6 +36,7 @@ __all__ = [
     "exponential_kernel",
     "simulate",
     "readout",
+    "readout_per_basis",
     "trace",
     "check_finite",
     "clamp_to_domain",
@@ -186,6 +187,10 @@ def simulate(
     )
 
 
+#: the eager readout runs this many elements (bases x inputs) at once: small inputs take all bases in one pass
+EAGER_CHUNK = 1 << 20
+
+
 def readout(
     x: Tensor,
     d: Tensor,
@@ -195,18 +200,51 @@ def readout(
     bias: Tensor | float = 0.0,
     input_offset: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
-    """Inference only: decoded output and spike counts, one basis at a time, in memory O(input).
+    """Inference only: decoded output and spike counts, several bases at a time, in bounded memory.
 
     The same arithmetic as :func:`simulate` with ``heaviside`` (``u + (-r) s`` rounds like ``u - r s``
-    since ``s`` is 0 or 1; the readout is accumulated in the same basis order), so results match it bit
-    for bit, while no ``[N, ...]`` or ``[N, T, ...]`` tensor is ever built: the working set is ``u``,
-    ``o``, the spike ``s`` and the two outputs, each shaped like ``x``. Written with plain tensor ops on
-    purpose: :mod:`mbe.neuron.compiled` hands this very function to ``torch.compile``, which fuses the
-    whole ``N x T`` loop into one pass over the elements.
+    since ``s`` is 0 or 1; spike counts are sums of 0/1, exact in any order; the readout is accumulated
+    in the same basis order), so results match it bit for bit. Bases run in groups of as many as fit in
+    :data:`EAGER_CHUNK` elements (all of them for small inputs): a step of a group is three tensor ops on a
+    ``[group, numel]`` membrane, so a small input costs ``3 T`` ops, not ``3 N T``, and no ``[N, T, ...]``
+    tensor is ever built. :func:`readout_per_basis` is the same arithmetic in the shape ``torch.compile`` fuses.
 
     Shapes: ``x [...]``; ``d, r, vth [N, T]``; ``weight [N]``; ``input_offset [N]`` or ``None``.
     Returns ``(output [...], spike_counts [...])``.
     """
+    n_basis, timesteps = d.shape
+    flat = x.reshape(1, -1)
+    numel = flat.shape[1]
+    group = max(1, min(n_basis, EAGER_CHUNK // max(numel, 1)))
+    out = torch.zeros_like(flat[0]) + bias
+    counts = torch.zeros_like(flat[0])
+    for first in range(0, n_basis, group):
+        rows = slice(first, min(first + group, n_basis))
+        u = flat - input_offset[rows, None] if input_offset is not None else flat.repeat(rows.stop - first, 1)
+        o = torch.zeros_like(u)
+        neg_r, dd, th = -r[rows], d[rows], vth[rows]
+        for t in range(timesteps):
+            s = torch.ge(u, th[:, t, None]).to(x.dtype)
+            u.addcmul_(s, neg_r[:, t, None])  # s is 0/1: the product is exact, so this rounds like u - r s
+            o.addcmul_(s, dd[:, t, None])
+            counts.add_(s.sum(0))
+        for k in range(rows.stop - first):
+            out = out + weight[first + k] * o[k]
+    return out.view(x.shape), counts.view(x.shape)
+
+
+def readout_per_basis(
+    x: Tensor,
+    d: Tensor,
+    r: Tensor,
+    vth: Tensor,
+    weight: Tensor,
+    bias: Tensor | float = 0.0,
+    input_offset: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`readout` one basis at a time (same contract, same numbers): the form :mod:`mbe.neuron.compiled`
+    hands to ``torch.compile``, which fuses its whole ``N x T`` loop into one pass over the elements (each
+    element's membrane in a register). Run eagerly it costs ``3 N T`` tensor ops; :func:`readout` is faster there."""
     n_basis, timesteps = d.shape
     out = torch.zeros_like(x) + bias
     counts = torch.zeros_like(x)
@@ -215,7 +253,7 @@ def readout(
         o = torch.zeros_like(x)
         for t in range(timesteps):
             s = torch.ge(u, vth[n, t]).to(x.dtype)
-            u.addcmul_(s, -r[n, t])  # s is 0/1: the product is exact, so this rounds like u - r s
+            u.addcmul_(s, -r[n, t])
             o.addcmul_(s, d[n, t])
             counts.add_(s)
         out = out + weight[n] * o
