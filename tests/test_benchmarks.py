@@ -16,9 +16,10 @@ from mbe.benchmarks.measure import _measure
 def test_one_measurement_in_process_and_a_report(tmp_path):
     """The child's side of a measurement (build, warm up, peak, median) run here on one eager case."""
     with torch.no_grad(), warnings.catch_warnings():  # the child's global settings stay inside this block
-        seconds, peak_mb, elements = _measure(("neuron", "gelu", "eager", 4, 1))
+        seconds, peak_mb, elements, op_calls = _measure(("neuron", "gelu", "eager", 4, 1))
     assert torch.is_grad_enabled()
-    assert seconds > 0 and peak_mb >= 0 and elements == 1 << 20
+    assert seconds > 0 and peak_mb >= 0 and elements == 8 * 197 * 3072
+    assert op_calls > 3 * 4  # at least three ops per step
     frame = pd.DataFrame(
         [dict.fromkeys(COLUMNS, 1.0) | {"benchmark": "neuron", "model": "gelu (N=4)", "mode": "eager"}]
     )
@@ -30,11 +31,14 @@ def test_one_measurement_in_process_and_a_report(tmp_path):
 def test_neuron_suite_rows_and_report(tmp_path):
     frame = run_suites(("neuron",), timesteps=(8,), repeats=1, progress=False)
     assert list(frame.columns) == COLUMNS
-    assert len(frame) == 3 * 2 and set(frame["mode"]) == {"eager", "compiled"}
+    assert len(frame) == 3 * 5 and set(frame["mode"]) == {"eager", "compiled", "table", "copy", "roofline"}
     for col in ("baseline_seconds", "seconds", "time_ratio", "elements_per_second"):
         assert frame[col].map(lambda v: math.isfinite(v) and v > 0).all(), col
     assert (frame.peak_mb >= 0).all() and (frame.timesteps == 8).all()
     csv, md = write_report(frame, tmp_path)
     assert csv.read_text().splitlines()[0] == ",".join(COLUMNS)
     text = md.read_text()
-    assert "## neuron" in text and "torch" in text and text.count("| gelu (N=4) |") == 2
+    assert "## neuron" in text and "torch" in text and text.count("| gelu (N=4) |") == 5
+    assert (frame.op_calls > 0).all() and (frame.baseline_op_calls > 0).all()
+    calls = frame.set_index(["model", "mode"]).op_calls
+    assert (calls.xs("compiled", level="mode") < calls.xs("eager", level="mode")).all()  # one fused launch

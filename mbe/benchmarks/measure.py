@@ -33,6 +33,8 @@ COLUMNS = [
     "peak_mb",
     "memory_ratio",
     "elements_per_second",
+    "baseline_op_calls",
+    "op_calls",
     "repeats",
 ]
 
@@ -77,8 +79,19 @@ def _mmap_threshold(nbytes: int) -> None:
         pass
 
 
-def _measure(args) -> tuple[float, float, int]:
-    """In the child: build one case, warm it up, then (peak over one call, median of ``repeats`` calls)."""
+def count_op_calls(fn) -> int:
+    """ATen operator calls (``aten::*`` events of ``torch.profiler``) during one call of ``fn``: the eager
+    small-op work of a forward; a compiled region's fused loops count once per launch, not per operation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::"))
+
+
+def _measure(args) -> tuple[float, float, int, int]:
+    """In the child: build one case, warm it up, then (median of ``repeats`` calls, peak over one call,
+    elements, op calls of one call: :func:`count_op_calls`)."""
     suite, key, impl, timesteps, repeats = args
     import warnings
 
@@ -92,7 +105,7 @@ def _measure(args) -> tuple[float, float, int]:
         before = _rss_mb()
         start = time.perf_counter()
         fn()
-        return time.perf_counter() - start, max(_peak_mb() - before, 0.0), elements
+        return time.perf_counter() - start, max(_peak_mb() - before, 0.0), elements, -1
     fn()  # warm-up: tables, compiled graphs, allocator
     _mmap_threshold(64 << 10)  # tensors over 64 KiB map and unmap: the peak covers what the call allocates
     _reset_peak()
@@ -105,7 +118,7 @@ def _measure(args) -> tuple[float, float, int]:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), max(peak, 0.0), elements
+    return statistics.median(times), max(peak, 0.0), elements, count_op_calls(fn)
 
 
 def run_suites(
@@ -137,9 +150,9 @@ def run_suites(
     for suite, label, _key, impl, t, _ in jobs:
         if impl == "baseline":
             continue
-        sec, mb, elements, reps = results[(suite, label, impl, t)]
+        sec, mb, elements, ops, reps = results[(suite, label, impl, t)]
         base = next((v for k, v in results.items() if k[:2] == (suite, label) and k[2] == "baseline"), None)
-        base_s, base_mb = (base[0], base[1]) if base else (float("nan"), float("nan"))
+        base_s, base_mb, base_ops = (base[0], base[1], base[3]) if base else (float("nan"), float("nan"), -1)
         rows.append(
             {
                 "benchmark": suite,
@@ -153,6 +166,8 @@ def run_suites(
                 "peak_mb": mb,
                 "memory_ratio": mb / base_mb if base_mb > 0.05 else float("nan"),
                 "elements_per_second": elements / sec if elements else float("nan"),
+                "baseline_op_calls": base_ops,
+                "op_calls": ops,
                 "repeats": reps,
             }
         )
@@ -178,6 +193,10 @@ def machine_info() -> dict:
     }
 
 
+def _ops(v) -> str:
+    return "" if pd.isna(v) or v < 0 else f"{int(v):,}"
+
+
 def write_report(frame: pd.DataFrame, out_dir, name: str = "bench") -> tuple[Path, Path]:
     """Write ``<name>.csv`` and a short markdown summary ``<name>.md``."""
     out = Path(out_dir)
@@ -191,21 +210,25 @@ def write_report(frame: pd.DataFrame, out_dir, name: str = "bench") -> tuple[Pat
         "Command: `python -m mbe bench`. Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
         "",
         "Baselines, measured in the same run: `neuron` torch's own function on the same elements; "
-        "`operators` the exact torch op; `models` the ANN's forward; `fitting` none (seconds only).",
+        "`operators` the exact torch op; `models` the ANN's forward; `fitting` none (seconds only). "
+        "`op calls`: ATen operator calls in one call (torch.profiler; a compiled region's fused loop counts once). "
+        "Neuron rows `copy` and `roofline` are bounds, not paths: a copy of the same tensor (memory bandwidth) and "
+        "a matmul of the simulation's 4 N T flops per element (arithmetic).",
         "",
     ]
     for suite, grp in frame.groupby("benchmark", sort=False):
         lines += [
             f"## {suite}",
             "",
-            "| case | mode | T | baseline (ms) | ms | time ratio | baseline peak (MB) | peak (MB) | elements/s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| case | mode | T | baseline (ms) | ms | time ratio | baseline peak (MB) | peak (MB) | elements/s "
+            "| baseline op calls | op calls |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for _, r in grp.iterrows():
             lines.append(
                 f"| {r.model} | {r['mode']} | {r.timesteps} | {1e3 * r.baseline_seconds:.2f} | "
                 f"{1e3 * r.seconds:.1f} | {r.time_ratio:.1f}x | {r.baseline_peak_mb:.1f} | {r.peak_mb:.1f} | "
-                f"{r.elements_per_second:.3g} |"
+                f"{r.elements_per_second:.3g} | {_ops(r.baseline_op_calls)} | {_ops(r.op_calls)} |"
             )
         lines.append("")
     md = out / f"{name}.md"

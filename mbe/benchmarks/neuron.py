@@ -1,22 +1,28 @@
-"""Neuron forward throughput per path against torch's own function on the same 2^20 elements.
+"""Neuron forward throughput per path against torch's own function on the same elements, with two bounds.
 
-Paths: ``eager`` (:func:`mbe.neuron.functional.readout`, plain torch ops, one memory pass per step) and
-``compiled`` (:func:`mbe.neuron.compiled.compiled_readout`, the whole ``N x T`` loop fused by Inductor).
-The Triton kernel runs only on CUDA (and, for correctness only, under the interpreter): not measured here.
+Elements: one ViT-B/16 MLP activation of a batch of 8 (``8 x 197 x 3072``). Paths: ``eager``
+(:func:`mbe.neuron.functional.readout`, plain torch ops), ``compiled``
+(:func:`mbe.neuron.compiled.compiled_readout`, the whole ``N x T`` loop fused by Inductor) and ``table``
+(:mod:`mbe.neuron.lookup`, the exact table readout, compiled; its build is not timed). Bounds, timed in the
+same run: ``copy`` (``x.clone()``: one read and one write of the tensor, the memory-bandwidth floor of any
+elementwise readout) and ``roofline`` (a float32 matmul doing the simulation's ``4 N T`` flops per element at
+the rate this machine's BLAS reaches: the arithmetic floor of simulating). The Triton kernel runs only on
+CUDA: ``python -m mbe.benchmarks.gpu`` on a GPU machine.
 """
 
 from __future__ import annotations
 
-ELEMENTS = 1 << 20
+ELEMENTS = 8 * 197 * 3072
 #: label -> (registry function, torch baseline)
 CASES = {"gelu (N=4)": "gelu", "exp2 (N=8)": "exp2", "reciprocal (N=8)": "reciprocal"}
+PATHS = ("eager", "compiled", "table", "copy", "roofline")
 
 
 def cases(timesteps, event_timesteps):
     out = []
     for label, key in CASES.items():
         out.append((label, key, "baseline", 0, 20))
-        out += [(label, key, path, t, 5) for t in timesteps for path in ("eager", "compiled")]
+        out += [(label, key, path, t, 2 if path == "eager" else 5) for t in timesteps for path in PATHS]
     return out
 
 
@@ -24,7 +30,7 @@ def build(key: str, impl: str, timesteps: int):
     import torch
 
     from ..functions import get_function
-    from ..neuron.compiled import compiled_readout
+    from ..neuron.compiled import compiled_readout, compiled_table_readout
     from ..neuron.functional import readout
 
     lo, hi = get_function(key).domain
@@ -32,9 +38,25 @@ def build(key: str, impl: str, timesteps: int):
     if impl == "baseline":
         exact = {"gelu": torch.nn.functional.gelu, "exp2": torch.exp2, "reciprocal": torch.reciprocal}[key]
         return (lambda: exact(x)), ELEMENTS
+    if impl == "copy":
+        return (lambda: x.clone()), ELEMENTS
     from ..tables import get_neuron
 
     nrn = get_neuron(key, timesteps=timesteps)
-    args = (*nrn.kernels(), *nrn.readout())
+    if impl == "roofline":  # 4 N T flops per element as one matmul: 2 m k n = 4 N T ELEMENTS
+        k = 512
+        m = max(1, round(4 * nrn.n_basis * timesteps * ELEMENTS / (2 * k * k)))
+        a, b = torch.randn(m, k), torch.randn(k, k)
+        return (lambda: a @ b), ELEMENTS
+    cpu = torch.device("cpu")
+    if impl == "table":
+        from ..neuron.lookup import build_table
+
+        table = build_table(*nrn.prepared(torch.float32, cpu), nrn.domain)
+        if table is None:
+            raise RuntimeError(f"{key} N={nrn.n_basis} T={timesteps}: no table (too many change points)")
+        kernels = nrn.prepared(torch.float32, cpu, True)
+        return (lambda: compiled_table_readout(x, table, *kernels)), ELEMENTS
     path = {"eager": readout, "compiled": compiled_readout}[impl]
+    args = nrn.prepared(torch.float32, cpu, impl == "compiled")
     return (lambda: path(x, *args)), ELEMENTS

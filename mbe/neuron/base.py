@@ -8,12 +8,14 @@ per-basis ``input_offset [N]``.
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..stats import SpikeStats
-from .compiled import compile_enabled, compiled_readout, pad_to_bucket
+from . import lookup
+from .compiled import compile_enabled, compiled_readout, compiled_table_readout, pad_to_bucket
 from .functional import NeuronOutput, check_finite, clamp_to_domain, simulate
 
 BACKENDS = ("auto", "torch", "triton")
@@ -94,12 +96,11 @@ class SpikingNeuron(nn.Module):
 
         return x.is_cuda and triton_available()
 
-    def prepared(self, dtype: torch.dtype, device: torch.device, padded: bool = False) -> tuple[Tensor, ...]:
-        """``(d, r, vth, weight, bias, input_offset)`` in ``dtype`` on ``device``; with ``padded``, the kernels
-        padded to the compile bucket (:func:`mbe.neuron.compiled.pad_to_bucket`). Cached until a parameter or
-        buffer changes (in place or replaced) or T does; never cached while any requires grad."""
+    def _cached(self, key: tuple, build):
+        """``build()``, cached under ``key`` until a parameter or buffer changes (in place or replaced) or T
+        does; never cached while any requires grad."""
         state = tuple(self.buffers()) + tuple(self.parameters())
-        key = (dtype, device, padded, self.timesteps)
+        key = (*key, self.timesteps)
         hit = self._kernel_cache.get(key)
         if (
             hit is not None
@@ -107,16 +108,43 @@ class SpikingNeuron(nn.Module):
             and all(a is b and a._version == v for (a, v), b in zip(hit[0], state, strict=True))
         ):
             return hit[1]
-        d, r, vth = self.kernels()
-        weight, bias, offset = self.readout()
-        d, r, vth, weight, bias = (v.to(device=device, dtype=dtype) for v in (d, r, vth, weight, bias))
-        offset = None if offset is None else offset.to(device=device, dtype=dtype)
-        if padded:
-            d, r, vth, weight, offset = pad_to_bucket(d, r, vth, weight, offset)
-        values = (d, r, vth, weight, bias, offset)
+        value = build()
         if not any(t.requires_grad for t in state):
-            self._kernel_cache[key] = (tuple((t, t._version) for t in state), values)
-        return values
+            self._kernel_cache[key] = (tuple((t, t._version) for t in state), value)
+        return value
+
+    def prepared(self, dtype: torch.dtype, device: torch.device, padded: bool = False) -> tuple[Tensor, ...]:
+        """``(d, r, vth, weight, bias, input_offset)`` in ``dtype`` on ``device``; with ``padded``, the kernels
+        padded to the compile bucket (:func:`mbe.neuron.compiled.pad_to_bucket`). Cached (:meth:`_cached`)."""
+
+        def build():
+            d, r, vth = self.kernels()
+            weight, bias, offset = self.readout()
+            d, r, vth, weight, bias = (v.to(device=device, dtype=dtype) for v in (d, r, vth, weight, bias))
+            offset = None if offset is None else offset.to(device=device, dtype=dtype)
+            if padded:
+                d, r, vth, weight, offset = pad_to_bucket(d, r, vth, weight, offset)
+            return d, r, vth, weight, bias, offset
+
+        return self._cached((dtype, device, padded), build)
+
+    def lookup_table(self, build: bool = True) -> Optional[lookup.LookupTable]:
+        """The neuron's exact readout table (:mod:`mbe.neuron.lookup`; float32, CPU), built on first request
+        (``build=False``: only if already built), ``None`` where it would be too large. Cached (:meth:`_cached`)."""
+        key = ("table",)
+        if not build:
+            hit = self._kernel_cache.get((*key, self.timesteps))
+            return hit[1] if hit is not None else None
+        return self._cached(
+            key, lambda: lookup.build_table(*self.prepared(torch.float32, torch.device("cpu")), self.domain)
+        )
+
+    def _table_for(self, x: Tensor) -> Optional[lookup.LookupTable]:
+        """The table for a fused readout of ``x`` when tables are on (``MBE_TABLES=1``), ``x`` is float32 on the
+        CPU and ``N T`` is above :data:`~mbe.neuron.lookup.MIN_STEPS`; built on first use."""
+        if not lookup.tables_enabled() or x.dtype != torch.float32 or x.is_cuda:
+            return None
+        return self.lookup_table() if self.n_basis * self.timesteps > lookup.MIN_STEPS else None
 
     def evaluate(self, x: Tensor, *, return_spikes: bool = False) -> tuple[NeuronOutput, int]:
         """Check, clamp and simulate without touching :attr:`stats` or warning.
@@ -141,7 +169,11 @@ class SpikingNeuron(nn.Module):
             res = simulate(x, d, r, vth, weight, bias, offset, return_spikes=True, return_counts=True)
         else:  # fused: compiled on CPU (mbe.neuron.compiled), O(input) memory, same numbers as simulate
             padded = compile_enabled() and not x.is_cuda
-            out, counts = compiled_readout(x, *self.prepared(x.dtype, x.device, padded))
+            table = self._table_for(x)
+            if table is not None:
+                out, counts = compiled_table_readout(x, table, *self.prepared(x.dtype, x.device, padded))
+            else:
+                out, counts = compiled_readout(x, *self.prepared(x.dtype, x.device, padded))
             res = NeuronOutput(out, None, counts)
         if in_dtype != x.dtype:
             res.output = res.output.to(in_dtype)

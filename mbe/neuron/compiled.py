@@ -28,12 +28,14 @@ import torch
 from torch import Tensor
 
 from .functional import readout, readout_per_basis
+from .lookup import LookupTable, table_readout
 
 #: inputs are padded with zeros up to this many elements (their results are dropped): dynamic shapes
 #: specialise sizes 0 and 1, which would compile a graph for each
 MIN_PADDED = 8
 
 _compiled = None
+_compiled_table = None
 _failed: Optional[str] = None
 
 
@@ -47,6 +49,13 @@ def _fn():
     if _compiled is None:
         _compiled = torch.compile(readout_per_basis, dynamic=True)
     return _compiled
+
+
+def _table_fn():
+    global _compiled_table
+    if _compiled_table is None:
+        _compiled_table = torch.compile(table_readout, dynamic=True)
+    return _compiled_table
 
 
 def _bucket(n: int, least: int) -> int:
@@ -71,13 +80,50 @@ def pad_to_bucket(d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, input_offse
     )
 
 
+def _compile_failed(exc: Exception) -> None:
+    global _failed
+    _failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    warnings.warn(
+        f"mbe: torch.compile of the neuron readout failed ({_failed}); using the eager path "
+        f"(slower, same results). Set MBE_COMPILE=0 to skip the attempt.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def compiled_table_readout(x: Tensor, table: LookupTable, *kernels: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`mbe.neuron.lookup.table_readout` (compiled when compiling is on) on ``x`` (float32, inside the
+    table's domain); the inputs that fall in crowded bins are simulated (:func:`compiled_readout` with the
+    neuron's ``kernels``: ``d, r, vth, weight, bias, input_offset``). Same numbers as :func:`readout`."""
+    numel = x.numel()
+    if numel == 0:
+        return torch.zeros_like(x) + kernels[4], torch.zeros_like(x)
+    flat = x.reshape(-1)
+    if numel < MIN_PADDED:
+        flat = torch.cat([flat, flat[:1].expand(MIN_PADDED - numel)])  # inputs inside the table's domain
+    args = table.args()
+    out = None
+    if compile_enabled():
+        try:
+            with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096), torch.no_grad():
+                out, counts, crowded = _table_fn()(flat, *args)
+        except Exception as exc:  # compiler missing or broken: keep working, eagerly
+            _compile_failed(exc)
+    if out is None:
+        out, counts, crowded = table_readout(flat, *args)
+    if numel < MIN_PADDED:
+        out, counts, crowded = out[:numel], counts[:numel], crowded[:numel]
+    if bool(crowded.any()):
+        out[crowded], counts[crowded] = compiled_readout(flat[:numel][crowded], *kernels)
+    return out.view(x.shape), counts.view(x.shape)
+
+
 def compiled_readout(
     x: Tensor, d: Tensor, r: Tensor, vth: Tensor, weight: Tensor, bias: Tensor, input_offset: Optional[Tensor] = None
 ) -> tuple[Tensor, Tensor]:
     """:func:`readout` through ``torch.compile`` (same contract, same numbers), for inputs of any size;
     eager :func:`readout` when disabled, on CUDA tensors, or on failure. Kernels already padded to their
     bucket (:func:`pad_to_bucket`) are used as they are."""
-    global _failed
     if not compile_enabled() or x.is_cuda:
         return readout(x, d, r, vth, weight, bias, input_offset)
     numel = x.numel()
@@ -92,13 +138,7 @@ def compiled_readout(
         with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096), torch.no_grad():
             out, counts = _fn()(flat, d, r, vth, weight, bias, offset)
     except Exception as exc:  # compiler missing or broken: keep working, eagerly
-        _failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        warnings.warn(
-            f"mbe: torch.compile of the neuron readout failed ({_failed}); using the eager path "
-            f"(slower, same results). Set MBE_COMPILE=0 to skip the attempt.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        _compile_failed(exc)
         return readout(x, d, r, vth, weight, bias, offset)
     if numel < MIN_PADDED:
         out, counts = out[:numel], counts[:numel]
