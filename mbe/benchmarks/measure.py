@@ -17,6 +17,7 @@ import platform
 import resource
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -93,13 +94,14 @@ def _measure(args) -> tuple[float, float, int, int]:
     """In the child: build one case, warm it up, then (median of ``repeats`` calls, peak over one call,
     elements, op calls of one call: :func:`count_op_calls`)."""
     suite, key, impl, timesteps, repeats = args
-    import warnings
-
     import torch
 
     torch.set_grad_enabled(False)
     warnings.simplefilter("ignore")
-    fn, elements, *warm = importlib.import_module(f"mbe.benchmarks.{suite}").build(key, impl, timesteps)
+    built = importlib.import_module(f"mbe.benchmarks.{suite}").build(key, impl, timesteps)
+    if built is None:  # the case does not apply (e.g. a neuron without a table)
+        return float("nan"), float("nan"), 0, -1
+    fn, elements, *warm = built
     if warm and not warm[0]:  # one-shot cases (fitting): the single timed call is also the peak's
         _reset_peak()
         before = _rss_mb()
@@ -145,7 +147,12 @@ def run_suites(
         if progress:
             it.set_postfix_str(f"{suite}: {label} {impl} T={t}")
         with ctx.Pool(1) as pool:
-            results[(suite, label, impl, t)] = (*pool.apply(_measure, ((suite, key, impl, t, reps),)), reps)
+            try:
+                measured = pool.apply(_measure, ((suite, key, impl, t, reps),))
+            except Exception as exc:  # one broken case must not lose the others: a row of NaN, and why
+                warnings.warn(f"bench {suite}: {label} {impl} T={t} failed: {type(exc).__name__}: {exc}", stacklevel=2)
+                measured = (float("nan"), float("nan"), 0, -1)
+            results[(suite, label, impl, t)] = (*measured, reps)
     rows = []
     for suite, label, _key, impl, t, _ in jobs:
         if impl == "baseline":
