@@ -256,14 +256,15 @@ class ConversionState:
         return self.fitted[key]
 
     def tail_neurons(self, function: str, site: Optional[Site] = None) -> tuple:
-        """:class:`~mbe.ops.Tail` neurons for the inputs beyond ``site``'s fitted neuron's domain (:func:`activation_tails`: to the
-        asymptote where ``function`` saturates, :data:`mbe.ops.encoding.HEADROOM` widths where it grows), each
-        fitted (and cached) on its interval, weighted towards the domain's edge (:func:`_tail_density`), with the
-        short schedule (:data:`mbe.tables.QUICK_FIT`: a few seconds; tails serve the rare inputs beyond). An
-        input beyond the calibrated interval then costs about a tail neuron's error instead of the function's
-        change between the edge and the input, and the main neuron keeps all its levels on the calibrated
-        interval; each tail takes only the inputs beyond its :func:`tail_onset`, so that cost is never more than a
-        clamp's. Empty for the shipped tables and overrides."""
+        """:class:`~mbe.ops.Tail` neurons for the inputs beyond ``site``'s fitted neuron's domain
+        (:func:`activation_tails`: to the asymptote where ``function`` saturates,
+        :data:`mbe.ops.encoding.HEADROOM` widths where it grows), each fitted (and cached) on its interval,
+        weighted towards the domain's edge (:func:`_tail_density`), with the short schedule
+        (:data:`mbe.tables.QUICK_FIT`: a few seconds; tails serve the rare inputs beyond). An input beyond the
+        calibrated interval then costs about a tail neuron's error instead of the function's change between the
+        edge and the input, and the main neuron keeps all its levels on the calibrated interval; each tail takes
+        only the inputs beyond its :func:`tail_onset`, so that cost is never more than a clamp's. Empty for the
+        shipped tables and overrides."""
         main = self.fitted_neuron(function, site)
         if main is None or function in (self.config.neurons or {}):
             return ()

@@ -12,10 +12,11 @@ weight), which leaves every real element's arithmetic, and so the result, unchan
 each ``(N bucket, T bucket, dtype)``; element counts are dynamic (the input is flattened), so batch and
 sequence changes do not recompile either. Every input size takes this path (a call costs tens of
 microseconds of guards and launch, where the eager loop costs ``3 T`` tensor ops): inputs smaller than
-:data:`MIN_PADDED` are padded up to it, as dynamic shapes specialise sizes 0 and 1. The first call of each key compiles (seconds; Inductor's
-on-disk cache makes later processes faster). If compiling fails (no C++ compiler,
-an unsupported platform) the path warns once and falls back to eager for the rest of the process.
-Set ``MBE_COMPILE=0`` to turn it off.
+:data:`MIN_PADDED` are padded up to it, as dynamic shapes specialise sizes 0 and 1. The first call of each
+key compiles (seconds; Inductor's on-disk cache makes later processes faster). If compiling fails (no C++
+compiler, an unsupported platform) the path warns once and falls back to eager for the rest of the process.
+Set ``MBE_COMPILE=0`` to turn it off. :func:`compiled_table_readout` does the same for the exact table
+readout (:mod:`mbe.neuron.lookup`).
 """
 
 from __future__ import annotations

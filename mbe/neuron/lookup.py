@@ -13,16 +13,18 @@ The union of the bases' change points ``bp`` (sorted) cuts the neuron's domain i
 and spike count are computed once, by the simulation itself, at the piece's first input. A readout is then
 
 .. math::
-    i = \min(\lfloor (x - lo) \cdot h^{-1} \rfloor, B - 1),\quad
+    i = \mathrm{clamp}(\lfloor (g(x) - g_0) \cdot h^{-1} \rfloor, 0, B - 1),\quad
     j = \mathrm{first}[i] + \sum_{k<K} [x \ge bp[\mathrm{first}[i] + k]],\quad
     \hat f(x) = \mathrm{value}[j]
 
-with ``first[i]`` the number of change points whose bin (same formula) is below ``i``. Because the bin index is
-non-decreasing in :math:`x`, the change points of a later bin lie above every input of bin ``i``, so the sum
-counts exactly the change points at or below :math:`x` as long as the bin holds at most :data:`PER_BIN`.
-Bins that hold more (change points a few float steps apart, e.g. where an identity neuron's bases saturate)
-are marked (``first = -1``) and their inputs are simulated instead; :func:`build_table` gives up (``None``)
-where such bins would cover more than :data:`MAX_OVERFLOW` of the domain.
+with ``first[i]`` the number of change points whose bin (same formula) is below ``i``, and :math:`g` the bin
+coordinate (:func:`bin_coordinate`: :math:`x` itself, or a signed logarithm read from the float's bits where the
+change points crowd near zero), the bins spanning the change points with one empty bin beyond each end.
+Because the bin index is non-decreasing in :math:`x`, the change points of a later bin lie above every input
+of bin ``i``, so the sum counts exactly the change points at or below :math:`x` as long as the bin holds at
+most :data:`PER_BIN`. Bins that hold more (change points a few float steps apart) are marked (``first = -1``)
+and their inputs are simulated instead; :func:`build_table` gives up (``None``) where more than
+:data:`MAX_OVERFLOW` of the bins would be such, even with :data:`MAX_BINS` bins.
 
 The result is the simulation's, bit for bit (``tests/test_lookup.py`` checks every change point, its float
 neighbours and dense random inputs). Cost: about seven gathers per element whatever ``N`` and ``T``, where
@@ -50,7 +52,7 @@ PER_BIN = 4
 MAX_BINS = 1 << 20
 #: the most change points a table may hold (beyond, the simulation is used)
 MAX_POINTS = 1 << 22
-#: the largest share of the domain whose bins may hold more than PER_BIN points (simulated instead)
+#: the largest share of the bins that may hold more than PER_BIN points (their inputs simulated instead)
 MAX_OVERFLOW = 1e-2
 #: with tables on, a neuron reads from its table where N x T is above this
 MIN_STEPS = 64
