@@ -167,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=["neuron", "operators", "models", "fitting"],
         choices=["neuron", "operators", "models", "fitting"],
     )
-    bench.add_argument("--timesteps", type=int, nargs="+", default=[8, 16])
-    bench.add_argument("--event-timesteps", type=int, nargs="*", default=[8, 16])
+    bench.add_argument("--timesteps", type=int, nargs="+", default=[4, 8, 16, 32])
+    bench.add_argument("--event-timesteps", type=int, nargs="*", default=[16])
     bench.add_argument("--name", default="bench", help="output file stem under --out")
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--out", default="results")
