@@ -31,7 +31,7 @@ from torch import Tensor
 from .functional import readout, readout_per_basis
 from .lookup import LookupTable, table_readout
 
-#: inputs are padded with zeros up to this many elements (their results are dropped): dynamic shapes
+#: inputs are padded up to this many elements (their results are dropped): dynamic shapes
 #: specialise sizes 0 and 1, which would compile a graph for each
 MIN_PADDED = 8
 
@@ -92,6 +92,25 @@ def _compile_failed(exc: Exception) -> None:
     )
 
 
+def _pad(x: Tensor) -> Tensor:
+    """``x`` flattened, and padded up to :data:`MIN_PADDED` elements by repeating its first (in-domain) element."""
+    flat = x.reshape(-1)
+    if flat.numel() < MIN_PADDED:
+        flat = torch.cat([flat, flat[:1].expand(MIN_PADDED - flat.numel())])
+    return flat
+
+
+def _run(compiled_fn, eager_fn, *args):
+    """``compiled_fn()(*args)`` with room for many graphs (one per (N, T) bucket and dtype); on any failure
+    (compiler missing or broken) one warning, compiling off for the process, and ``eager_fn(*args)``."""
+    try:
+        with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096), torch.no_grad():
+            return compiled_fn()(*args)
+    except Exception as exc:
+        _compile_failed(exc)
+        return eager_fn(*args)
+
+
 def compiled_table_readout(x: Tensor, table: LookupTable, *kernels: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`mbe.neuron.lookup.table_readout` (compiled when compiling is on) on ``x`` (float32, inside the
     table's domain); the inputs that fall in crowded bins are simulated (:func:`compiled_readout` with the
@@ -99,23 +118,14 @@ def compiled_table_readout(x: Tensor, table: LookupTable, *kernels: Tensor) -> t
     numel = x.numel()
     if numel == 0:
         return torch.zeros_like(x) + kernels[4], torch.zeros_like(x)
-    flat = x.reshape(-1)
-    if numel < MIN_PADDED:
-        flat = torch.cat([flat, flat[:1].expand(MIN_PADDED - numel)])  # inputs inside the table's domain
-    args = table.args()
-    out = None
+    flat = _pad(x)
     if compile_enabled():
-        try:
-            with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096), torch.no_grad():
-                out, counts, crowded = _table_fn()(flat, *args)
-        except Exception as exc:  # compiler missing or broken: keep working, eagerly
-            _compile_failed(exc)
-    if out is None:
-        out, counts, crowded = table_readout(flat, *args)
-    if numel < MIN_PADDED:
-        out, counts, crowded = out[:numel], counts[:numel], crowded[:numel]
+        out, counts, crowded = _run(_table_fn, table_readout, flat, *table.args())
+    else:
+        out, counts, crowded = table_readout(flat, *table.args())
+    out, counts, crowded, flat = out[:numel], counts[:numel], crowded[:numel], flat[:numel]
     if bool(crowded.any()):
-        out[crowded], counts[crowded] = compiled_readout(flat[:numel][crowded], *kernels)
+        out[crowded], counts[crowded] = compiled_readout(flat[crowded], *kernels)
     return out.view(x.shape), counts.view(x.shape)
 
 
@@ -130,17 +140,6 @@ def compiled_readout(
     numel = x.numel()
     if numel == 0:
         return torch.zeros_like(x) + bias, torch.zeros_like(x)
-    flat = x.reshape(-1)
-    if numel < MIN_PADDED:
-        flat = torch.nn.functional.pad(flat, (0, MIN_PADDED - numel))
     d, r, vth, weight, offset = pad_to_bucket(d, r, vth, weight, input_offset)
-    try:
-        # every (N, T, dtype) is one more graph of the same function: allow plenty of them
-        with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096), torch.no_grad():
-            out, counts = _fn()(flat, d, r, vth, weight, bias, offset)
-    except Exception as exc:  # compiler missing or broken: keep working, eagerly
-        _compile_failed(exc)
-        return readout(x, d, r, vth, weight, bias, offset)
-    if numel < MIN_PADDED:
-        out, counts = out[:numel], counts[:numel]
-    return out.view(x.shape), counts.view(x.shape)
+    out, counts = _run(_fn, readout, _pad(x), d, r, vth, weight, bias, offset)
+    return out[:numel].view(x.shape), counts[:numel].view(x.shape)
