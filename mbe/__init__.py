@@ -2,12 +2,15 @@
 
 from .convert import (
     ConversionConfig,
+    ConversionFileError,
     ConversionWarning,
     conversion_report,
     convert,
     default_n_basis,
     error_budget,
+    load,
     register_site,
+    save,
     set_timesteps,
 )
 from .evaluate import compare_classifiers, compare_language_models
@@ -54,6 +57,9 @@ __all__ = [
     "conversion_report",
     "error_budget",
     "convert",
+    "save",
+    "load",
+    "ConversionFileError",
     "set_timesteps",
     "register_site",
     "ConversionWarning",

@@ -20,7 +20,8 @@ spike train with intensities computes the same sum).
 
 Layout: :mod:`.config` (:class:`ConversionConfig`), :mod:`.sites` (:class:`Site`, the shared state),
 :mod:`.base` (:class:`SiteModule`), :mod:`.registry`, :mod:`.handlers`, :mod:`.api` (the functions),
-:mod:`.report`, :mod:`.budget` (the error budget), :mod:`.matrix` (the support matrix).
+:mod:`.report`, :mod:`.budget` (the error budget), :mod:`.matrix` (the support matrix), :mod:`.persist`
+(:func:`save` and :func:`load`: a conversion stored and restored without calibrating).
 """
 
 from .api import ConversionWarning, calibrate, convert, reset_stats, set_timesteps, sites, spiking_modules
@@ -40,6 +41,7 @@ from .registry import (
     register_site,
     unregister_site,
 )
+from .persist import ConversionFileError, load, model_fingerprint, save
 from .report import conversion_report
 from .sites import ConversionState, Site
 
@@ -47,6 +49,7 @@ __all__ = [
     "ATTENTION_NAME",
     "SITE_KINDS",
     "ConversionConfig",
+    "ConversionFileError",
     "default_n_basis",
     "ConversionState",
     "ConversionWarning",
@@ -65,9 +68,12 @@ __all__ = [
     "handlers",
     "layer_of",
     "linear_reason",
+    "load",
+    "model_fingerprint",
     "norm_spec",
     "register_site",
     "reset_stats",
+    "save",
     "set_timesteps",
     "sites",
     "spiking_attention",

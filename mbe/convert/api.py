@@ -49,6 +49,17 @@ def convert(
         raise TypeError(f"mbe.convert: config must be a ConversionConfig, got {type(config).__name__}")
     config = config or ConversionConfig()
     batches = _batches(calibration)
+    snn, state = _prepare(model, config)
+    from .persist import model_fingerprint
+
+    state.model_fingerprint = model_fingerprint(model)
+    calibrate(snn, batches, progress=progress)
+    return snn
+
+
+def _prepare(model: nn.Module, config: ConversionConfig) -> tuple[nn.Module, ConversionState]:
+    """A deep copy of ``model`` with every recognised module replaced and attention routed to the spiking
+    interface, and its (uncalibrated) state; shared by :func:`convert` and :func:`mbe.convert.persist.load`."""
     if getattr(getattr(model, "config", None), "reorder_and_upcast_attn", False):
         raise ValueError(
             "mbe.convert: GPT-2's reorder_and_upcast_attn path bypasses the attention interface; "
@@ -63,8 +74,7 @@ def convert(
     if note is not None:
         state.analog.append(AnalogModule("(attention)", type(snn).__name__, note))
     snn.mbe_state = state
-    calibrate(snn, batches, progress=progress)
-    return snn
+    return snn, state
 
 
 def _batches(calibration) -> list:

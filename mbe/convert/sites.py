@@ -148,6 +148,8 @@ class ConversionState:
         self.fitted: dict[tuple, object] = {}
         self.groups: dict[str, list[tuple[str, ...]]] = {}
         self.inline_paused = 0  # > 0 while mbe's own code runs torch functions inside a model's forward
+        # what identifies the model this state was made for (mbe.convert.persist.model_fingerprint), for mbe.load
+        self.model_fingerprint: Optional[dict] = None
 
     def new_site(self, name: str, kind: str, function: str, operator: str, handler: str, module_class: str) -> Site:
         """The site called ``name``, created on first use (enabled per ``config.convert`` and ``exclude``)."""

@@ -91,7 +91,7 @@ class LookupTable:
 
 
 def bin_coordinate(x: Tensor, log_map: Tensor, k0: Tensor) -> Tensor:
-    """The coordinate bins are uniform in: ``x`` itself, or (``log_map``) a signed logarithmic one read from
+    r"""The coordinate bins are uniform in: ``x`` itself, or (``log_map``) a signed logarithmic one read from
     the float's bits, :math:`\mathrm{sign}(x) \max(\mathrm{bits}(|x|) - k_0, 0)`, which gives every octave
     above :math:`|x| = \mathrm{float}(k_0)` as many bins (change points of decaying thresholds crowd near
     zero). Both are non-decreasing in ``x``."""
