@@ -194,18 +194,28 @@ def random_copy(module: nn.Module) -> tuple[nn.Module, torch.Generator]:
 
 
 def _is_elementwise_affine(module: nn.Module, params: dict) -> bool:
-    """Whether ``module`` computes ``x * weight (+ bias)`` (checked on a probe with random parameters)."""
-    if set(params) - {"weight", "bias"} or "weight" not in params or params["weight"].dim() != 1:
+    """Whether ``module`` computes ``x * scale (+ shift)`` with its one or two 1-D parameters of one size,
+    whatever their names (``weight``/``bias``; timm's LayerScale ``gamma``), checked on a probe with random
+    parameters."""
+    if not 1 <= len(params) <= 2 or any(p.dim() != 1 for p in params.values()):
+        return False
+    if len({p.numel() for p in params.values()}) != 1:
         return False
     probe, gen = random_copy(module)
+    pp = dict(probe.named_parameters(recurse=False))
     with torch.no_grad():
-        x = torch.randn(3, 5, params["weight"].numel(), generator=gen)
+        x = torch.randn(3, 5, next(iter(pp.values())).numel(), generator=gen)
         try:
-            y = probe(x)
+            y = probe(x.clone())  # a copy: an in-place module (LayerScale(inplace=True)) must not change x
         except Exception:
             return False
-        ref = x * probe.weight + (probe.bias if "bias" in params else 0)
-        return isinstance(y, torch.Tensor) and y.shape == x.shape and bool(torch.allclose(y, ref, atol=1e-6))
+        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+            return False
+        for scale in pp:
+            shift = sum((p for n, p in pp.items() if n != scale), torch.zeros(()))
+            if torch.allclose(y, x * pp[scale] + shift, atol=1e-6):
+                return True
+        return False
 
 
 def _is_identity(module: nn.Module) -> bool:
