@@ -1,5 +1,6 @@
 """Command line: ``fit`` regenerates neuron tables, ``tables`` checks them, ``reproduce`` runs the
-notebooks, ``bench`` measures speed and memory against baselines."""
+notebooks, ``bench`` measures speed and memory against baselines, ``convert`` converts a model and saves the
+conversion, ``evaluate`` compares a model with its spiking twin (sharded under ``torchrun``)."""
 
 from __future__ import annotations
 
@@ -45,18 +46,37 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import HubUnreachable, NotebookFailed, run_notebooks, write_run_report
+    from .reproduce import HubUnreachable, LocalCopiesMissing, NotebookFailed, run_notebooks, write_run_report
 
+    if (args.models is None) != (args.data is None) or (args.models and args.profile != "paper"):
+        print("--models and --data go together, with --profile paper", file=sys.stderr)
+        return 2
     try:
-        rows = run_notebooks(args.profile, args.notebooks, args.results, args.figures, args.only)
+        rows = run_notebooks(
+            args.profile,
+            args.notebooks,
+            args.results,
+            args.figures,
+            args.only,
+            models_dir=args.models,
+            data_dir=args.data,
+            parameters=dict(args.param or []),
+        )
     except NotebookFailed as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     except HubUnreachable as exc:
         print(f"cannot run the paper profile: {exc}", file=sys.stderr)
         return 2
+    except LocalCopiesMissing as exc:
+        print(f"cannot run the paper profile from local copies: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for row in rows:
-        print(f"{row['notebook']:32s} {row['seconds']:8.1f} s")
+        note = "  (fixture: tiny random models, not a result)" if row.get("fixture") else ""
+        print(f"{row['notebook']:32s} {row['seconds']:8.1f} s{note}")
     report = write_run_report(rows, args.profile, args.results)
     print(
         f"profile {args.profile}: {len(rows)} notebook(s) ran; CSVs in {args.results}/, figures in {args.figures}/; "
@@ -122,6 +142,96 @@ def _cmd_support_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import SITE_KINDS, conversion_report
+    from .jobs import convert_source
+    from .zoo import ZooError
+
+    try:
+        _, snn = convert_source(
+            args.model,
+            timesteps=args.timesteps,
+            preset=args.preset,
+            calibration=args.calibration,
+            batch_size=args.batch_size,
+            out=args.out,
+            models_dir=args.models,
+            data_dir=args.data,
+            progress=not args.quiet,
+        )
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = conversion_report(snn)
+    sites = report[report["kind"].isin(SITE_KINDS)]
+    print(
+        f"{args.model}: {int(sites.spiking.sum())} of {len(sites)} site(s) spiking at T={args.timesteps} -> {args.out}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import distributed
+    from .convert import ConversionFileError
+    from .jobs import evaluate_source, write_rows
+    from .zoo import ZooError
+
+    try:
+        frame = evaluate_source(
+            args.model,
+            args.timesteps,
+            conversion=args.conversion,
+            preset=args.preset,
+            calibration=args.calibration,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            context=args.context,
+            stride=args.stride,
+            models_dir=args.models,
+            data_dir=args.data,
+            progress=not args.quiet,
+        )
+    except (ZooError, ConversionFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.close()
+    if distributed.is_main():
+        print(frame.drop(columns=[c for c in frame if c.endswith(("_ci_low", "_ci_high"))]).to_string(index=False))
+        if args.out:
+            print(f"appended {len(frame)} row(s) to {write_rows(frame, args.out)}")
+    return 0
+
+
+def _parameter(text: str) -> tuple:
+    """``NAME=VALUE`` with VALUE a Python literal (``timesteps=[16, 8]``, ``test_limit=100``)."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        raise argparse.ArgumentTypeError(f"{name.strip()}: {value!r} is not a Python literal") from None
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that loads a named model takes."""
+    parser.add_argument("model", help="an embedded zoo model or one of the paper's (python -m mbe zoo list)")
+    parser.add_argument("--models", default=None, help="folder of local Hugging Face model copies (paper's models)")
+    parser.add_argument("--data", default=None, help="folder of local data sets in the documented layouts")
+    parser.add_argument("--preset", default="default", choices=["default", "paper"], help="ConversionConfig preset")
+    parser.add_argument(
+        "--calibration",
+        type=int,
+        default=None,
+        help="calibration samples (classifiers; default 64) or context windows (language models; default 8)",
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mbe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,12 +258,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         default="default",
         choices=["smoke", "default", "paper"],
-        help="smoke: minutes (the tests); default: embedded models, offline; paper: hub models (network)",
+        help="smoke: minutes (the tests); default: embedded models, offline; paper: hub models (network) or "
+        "local copies (--models, --data)",
     )
     rep.add_argument("--notebooks", default="notebooks")
     rep.add_argument("--results", default="results")
     rep.add_argument("--figures", default="figures")
     rep.add_argument("--only", nargs="+", help="notebook name prefixes, e.g. 01")
+    rep.add_argument(
+        "--param",
+        action="append",
+        type=_parameter,
+        metavar="NAME=VALUE",
+        help="a notebook parameter for every notebook that takes it, VALUE a Python literal, e.g. 'timesteps=[16, 8]'",
+    )
+    rep.add_argument(
+        "--models",
+        metavar="DIR",
+        help="paper profile from local copies: Hugging Face model folders DIR/<model id>/ (README: local copies)",
+    )
+    rep.add_argument(
+        "--data",
+        metavar="DIR",
+        help="with --models: the data sets, DIR/<data set>[/<config>]/<split>... (README: local copies)",
+    )
     rep.set_defaults(run=_cmd_reproduce)
 
     bench = sub.add_parser(
@@ -187,6 +315,27 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.add_argument("--out", default="results", help="folder for support_matrix.csv and .md")
     matrix.add_argument("--quiet", action="store_true", help="no progress bar")
     matrix.set_defaults(run=_cmd_support_matrix)
+
+    conv = sub.add_parser(
+        "convert", help="convert a model on its calibration data and save the conversion (mbe.save) to a folder"
+    )
+    _model_arguments(conv)
+    conv.add_argument("--timesteps", type=int, default=16)
+    conv.add_argument("--out", required=True, help="folder for the saved conversion")
+    conv.set_defaults(run=_cmd_convert)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="ANN vs SNN on a model's held-out data at each T (shards over processes under torchrun/accelerate)",
+    )
+    _model_arguments(ev)
+    ev.add_argument("--timesteps", type=int, nargs="+", default=[8, 16])
+    ev.add_argument("--conversion", default=None, help="a folder written by `python -m mbe convert` (no calibration)")
+    ev.add_argument("--limit", type=int, default=None, help="held-out samples or tokens (default: all)")
+    ev.add_argument("--context", type=int, default=None, help="language models: window length (default: the model's)")
+    ev.add_argument("--stride", type=int, default=None, help="language models: window step (default: context / 2)")
+    ev.add_argument("--out", default=None, help="CSV to append the rows to")
+    ev.set_defaults(run=_cmd_evaluate)
     return parser
 
 

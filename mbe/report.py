@@ -44,8 +44,33 @@ def _classifier_rows(sweep: pd.DataFrame, t: int) -> list[pd.Series]:
     return [r for _, r in sweep[sweep.timesteps == t].iterrows()]
 
 
-def _table1(results: Path) -> list[str]:
+FIXTURE_LABEL = "FIXTURE, not a result"
+
+
+def _is_hub(model: str) -> bool:
+    from .zoo import hub
+
+    return model in hub.HUB
+
+
+def _who(model: str, fixture: bool) -> str:
+    """How a row names its model: a paper hub model by name, marked when it ran on the test fixture
+    (:mod:`mbe.zoo.fixtures`: tiny random models, synthetic data); an embedded model as the stand-in it is."""
+    if not _is_hub(model):
+        return f"stand-in: {model}"
+    return f"{FIXTURE_LABEL}: {model} (tiny random model, synthetic data)" if fixture else f"paper model: {model}"
+
+
+def _what(model: str, embedded: str, hub_unit: str, fixture: bool) -> str:
+    """The unit of a row's sample count."""
+    if not _is_hub(model):
+        return embedded
+    return f"fixture {hub_unit}" if fixture else hub_unit
+
+
+def _table1(results: Path, fixture: frozenset = frozenset()) -> list[str]:
     lines = ["## Table 1 (vision, top-1 %, T=16)", ""]
+    fx = "table1_vision.csv" in fixture
     sweep = _read(results, "table1_vision.csv")
     if sweep is None:
         return lines + _missing("table1_vision.csv")
@@ -64,14 +89,14 @@ def _table1(results: Path) -> list[str]:
     for r in _classifier_rows(sweep[~sweep.model.str.contains("resnet")], 16):
         rows.append(
             [
-                f"stand-in: {r.model} ({_config_label(r)})",
+                f"{_who(r.model, fx)} ({_config_label(r)})",
                 "-",
                 "-",
                 "-",
                 r.ann_accuracy,
                 r.snn_accuracy,
                 r.delta_points,
-                _sample_note(r, "MNIST test digits"),
+                _sample_note(r, _what(r.model, "MNIST test digits", "validation images", fx)),
             ]
         )
     for name, (a, s) in ((k, v) for k, v in paper.TABLE1.items() if k != "ViT-B/16 ImageNet"):
@@ -115,8 +140,9 @@ def _table1(results: Path) -> list[str]:
     )
 
 
-def _table2(results: Path) -> list[str]:
+def _table2(results: Path, fixture: frozenset = frozenset()) -> list[str]:
     lines = ["## Table 2 (NLU, accuracy %, T=16)", ""]
+    fx = "table2_nlu.csv" in fixture
     sweep = _read(results, "table2_nlu.csv")
     rows = [
         [f"RoBERTa-base {t}", a, s, s - a, "-", "-", "-", "no GLUE/SST/MR/Subj data or fine-tuned checkpoints offline"]
@@ -138,14 +164,14 @@ def _table2(results: Path) -> list[str]:
     for r in _classifier_rows(sweep, 16):
         rows.append(
             [
-                f"stand-in: {r.model}, tweet sentiment ({_config_label(r)})",
+                f"{_who(r.model, fx)}{'' if _is_hub(r.model) else ', tweet sentiment'} ({_config_label(r)})",
                 "-",
                 "-",
                 "-",
                 r.ann_accuracy,
                 r.snn_accuracy,
                 r.delta_points,
-                _sample_note(r, "held-out tweets"),
+                _sample_note(r, _what(r.model, "held-out tweets", "validation sentences", fx)),
             ]
         )
     return lines + _table(
@@ -163,8 +189,9 @@ def _table2(results: Path) -> list[str]:
     )
 
 
-def _table3(results: Path) -> list[str]:
+def _table3(results: Path, fixture: frozenset = frozenset()) -> list[str]:
     lines = ["## Table 3 (NLG, perplexity, T=16)", ""]
+    fx = "table3_nlg.csv" in fixture
     sweep = _read(results, "table3_nlg.csv")
     rows = [
         [f"GPT-2 (346M) {d}", a, s, 100 * (s / a - 1), "-", "-", "-", "no GPT-2 weights or WikiText offline"]
@@ -174,14 +201,14 @@ def _table3(results: Path) -> list[str]:
         for _, r in sweep[sweep.timesteps == 16].iterrows():
             rows.append(
                 [
-                    f"stand-in: {r.model} ({_config_label(r)})",
+                    f"{_who(r.model, fx)} ({_config_label(r)})",
                     "-",
                     "-",
                     "-",
                     r.ann_ppl,
                     r.snn_ppl,
                     r.ppl_increase_pct,
-                    _token_note(r),
+                    _token_note(r, fx and _is_hub(r.model)),
                 ]
             )
     out = lines + _table(
@@ -200,7 +227,7 @@ def _table3(results: Path) -> list[str]:
     return out if sweep is not None else out + _missing("table3_nlg.csv")
 
 
-def _table4(results: Path) -> list[str]:
+def _table4(results: Path, fixture: frozenset = frozenset()) -> list[str]:
     lines = [
         "## Table 4 (timestep sweep: SNN metric by T, ANN in the first column)",
         "",
@@ -216,10 +243,10 @@ def _table4(results: Path) -> list[str]:
         ("paper GPT-2 WikiText-103 (ppl)", paper.TABLE4_GPT2_WIKI103),
     ] + [("paper ViT-M/16", paper.TABLE4_VIT_M16), ("paper RoBERTa-L MR", paper.TABLE4_ROBERTA_LARGE_MR)]:
         rows.append([name, published["ann"], *[published.get(t) for t in ts], "-"])
-    for csv, metric_ann, metric_snn, unit in [
-        ("table1_vision.csv", "ann_accuracy", "snn_accuracy", "digits"),
-        ("table2_nlu.csv", "ann_accuracy", "snn_accuracy", "tweets"),
-        ("table3_nlg.csv", "ann_ppl", "snn_ppl", "tokens"),
+    for csv, metric_ann, metric_snn, unit, hub_unit in [
+        ("table1_vision.csv", "ann_accuracy", "snn_accuracy", "digits", "images"),
+        ("table2_nlu.csv", "ann_accuracy", "snn_accuracy", "tweets", "sentences"),
+        ("table3_nlg.csv", "ann_ppl", "snn_ppl", "tokens", "tokens"),
     ]:
         sweep = _read(results, csv)
         if sweep is None:
@@ -232,10 +259,10 @@ def _table4(results: Path) -> list[str]:
             n = int(g["samples" if "samples" in g else "tokens"].iloc[0])
             rows.append(
                 [
-                    f"ours {model} ({dom})",
+                    f"ours {model} ({dom})" if not _is_hub(model) else f"{_who(model, csv in fixture)} ({dom})",
                     float(g[metric_ann].iloc[0]),
                     *[float(g.loc[t, metric_snn]) if t in g.index else None for t in ts],
-                    f"{n} {unit}",
+                    f"{n} {_what(model, unit, hub_unit, csv in fixture)}",
                 ]
             )
     return lines + _table(["model", "ANN", "T=8", "T=10", "T=12", "T=16", "samples"], rows)
@@ -302,7 +329,10 @@ def _table_xi(results: Path) -> list[str]:
 
 
 def build_report(results_dir, profile: str, runs: pd.DataFrame | None = None) -> Path:
-    """Write ``<results_dir>/REPORT.md`` from the CSVs there; ``runs`` holds (notebook, seconds) rows."""
+    """Write ``<results_dir>/REPORT.md`` from the CSVs there; ``runs`` holds (notebook, seconds[, fixture]) rows.
+
+    Notebooks whose ``fixture`` is true ran the paper profile on the test fixture (:mod:`mbe.zoo.fixtures`): the
+    header says so and their paper-model rows are marked ``FIXTURE, not a result``."""
     import torch
     import transformers
 
@@ -317,10 +347,29 @@ def build_report(results_dir, profile: str, runs: pd.DataFrame | None = None) ->
         f"python {platform.python_version()}, {platform.machine()}, {torch.get_num_threads()} threads.",
         "",
         "The paper's models and data (ImageNet, GLUE, WikiText, GPT-2/ViT/RoBERTa checkpoints) cannot be had "
-        "offline; each table names the embedded stand-in measured instead, with its sample count. Differences "
-        "are ours minus the paper's (points for accuracy, relative % for perplexity).",
+        "offline; each table names the embedded stand-in measured instead, with its sample count"
+        + (
+            " (the paper profile's notebooks 03-05 run the paper's models, from the hub or local copies: their "
+            "rows name them as `paper model: <name>`)"
+            if profile == "paper"
+            else ""
+        )
+        + ". Differences are ours minus the paper's (points for accuracy, relative % for perplexity).",
         "",
     ]
+    fixture_books = []
+    if runs is not None and "fixture" in runs:
+        fixture_books = sorted(runs.notebook[runs.fixture.astype("boolean").fillna(False).astype(bool)])
+    # a notebook writes the CSV its name ends with (03_table1_vision.ipynb -> table1_vision.csv)
+    fixture = frozenset(b.split("_", 1)[1].removesuffix(".ipynb") + ".csv" for b in fixture_books if "_" in b)
+    if fixture_books:
+        lines += [
+            f"**{FIXTURE_LABEL}.** {', '.join(f'`{b}`' for b in fixture_books)} ran the paper profile on the "
+            "test fixture (`mbe.zoo.fixtures`: tiny random models of the paper models' architectures and a few "
+            f"synthetic samples, read as local copies). Their rows are marked `{FIXTURE_LABEL}`: they test the "
+            "wiring and say nothing about the paper's models or about conversion quality.",
+            "",
+        ]
     if runs is not None and len(runs):
         lines += [
             "Notebook wall times (s): "
@@ -328,7 +377,9 @@ def build_report(results_dir, profile: str, runs: pd.DataFrame | None = None) ->
             + f"; total {runs.seconds.sum():.0f} s.",
             "",
         ]
-    for part in (_table1, _table2, _table3, _table4, _table_x, _table_xi, _error_budget):
+    for part in (_table1, _table2, _table3, _table4):
+        lines += part(results, fixture)
+    for part in (_table_x, _table_xi, _error_budget):
         lines += part(results)
     path = results / "REPORT.md"
     path.write_text("\n".join(lines))
@@ -407,9 +458,10 @@ def _sample_note(row, what: str) -> str:
     return note + (_agreement_note(row) if "agreement" in row else "")
 
 
-def _token_note(row) -> str:
+def _token_note(row, fixture: bool = False) -> str:
     """Token count, window, the perplexity change's 95% interval and next-token agreement of a language-model row."""
-    note = f"{int(row.tokens)} held-out tokens, context {int(row.context)}, stride {int(row.stride)}"
+    held_out = "fixture" if fixture else "held-out"
+    note = f"{int(row.tokens)} {held_out} tokens, context {int(row.context)}, stride {int(row.stride)}"
     increase = _interval(row, "ppl_increase_ci_low", "ppl_increase_ci_high", " %")
     if increase:
         note += f"; increase 95% CI {increase}"

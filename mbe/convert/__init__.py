@@ -31,6 +31,7 @@ from .config import SITE_KINDS, ConversionConfig, default_n_basis
 from .handlers.activation import build_activation, which_function
 from .handlers.attention import ATTENTION_NAME, spiking_attention
 from .handlers.norm import build_norm, norm_spec
+from .persist import ConversionFileError, load, model_fingerprint, save
 from .registry import (
     SiteHandler,
     SiteSpec,
@@ -41,7 +42,6 @@ from .registry import (
     register_site,
     unregister_site,
 )
-from .persist import ConversionFileError, load, model_fingerprint, save
 from .report import conversion_report
 from .sites import ConversionState, Site
 

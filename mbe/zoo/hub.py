@@ -1,9 +1,10 @@
 """The hub path: the paper's own models and data sets, fetched with ``from_pretrained`` and HF ``datasets``.
 
 Needs a network (and realistically a GPU); offline every loader raises :class:`ZooError` saying what was
-unreachable and what works offline instead. :func:`mbe.zoo.tiny.tiny_model` builds small randomly initialised models
-of the same architectures (and 26 more), which is how conversion of each architecture is tested without a
-network.
+unreachable and what works offline instead. :func:`source` returns the same models read from local copies
+(:mod:`mbe.zoo.local`) when given a models and a data folder. :func:`mbe.zoo.tiny.tiny_model` builds small randomly
+initialised models of the same architectures (and 26 more), which is how conversion of each architecture is tested
+without a network.
 
 =====================  ==================================  ====================================
 name                   model                               data (split)
@@ -177,3 +178,16 @@ class HubModel:
             windows = windows[:limit] if limit is not None else windows
             return [{"input_ids": windows[i : i + batch_size]} for i in range(0, len(windows), batch_size)]
         return batches(self.NAME, batch_size, limit, labels, tail=split == "train")
+
+
+def source(name: str, models_dir=None, data_dir=None):
+    """Where the paper profile's model ``name`` comes from: local copies (:class:`mbe.zoo.local.LocalModel`,
+    Hugging Face model folders under ``models_dir`` and data in the documented layouts under ``data_dir``)
+    when both folders are given, else the hub (:class:`HubModel`)."""
+    if models_dir is None and data_dir is None:
+        return HubModel(name)
+    if models_dir is None or data_dir is None:
+        raise ZooError("local copies need both folders: models_dir (--models) and data_dir (--data)")
+    from .local import LocalModel
+
+    return LocalModel(name, models_dir, data_dir)
