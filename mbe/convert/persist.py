@@ -262,9 +262,13 @@ def load(
         have = model_fingerprint(model)
         want = record["model"]
         if have != want:
-            what = "class" if have["class"] != want["class"] else "structure" if have["structure"] != want[
-                "structure"
-            ] else "weights"
+            what = (
+                "class"
+                if have["class"] != want["class"]
+                else "structure"
+                if have["structure"] != want["structure"]
+                else "weights"
+            )
             raise ConversionFileError(
                 f"mbe.load: the conversion in {folder} was made for another model ({what} differ: saved {want}, "
                 f"given {have}); pass the model it was made for, convert this one, or load with check_model=False"
@@ -274,7 +278,9 @@ def load(
         sketch_path = folder / SKETCH_FILE
         sketches = load_file(str(sketch_path)) if sketch_path.is_file() else {}
     except (KeyError, TypeError, ValueError, SafetensorError, OSError) as exc:
-        raise ConversionFileError(f"mbe.load: {folder} is corrupt ({type(exc).__name__}: {exc}); save it again") from None
+        raise ConversionFileError(
+            f"mbe.load: {folder} is corrupt ({type(exc).__name__}: {exc}); save it again"
+        ) from None
     snn, state = _prepare(model, config)
     state.model_fingerprint = record.get("model")
     try:
@@ -292,7 +298,9 @@ def load(
         state.groups = {fn: [tuple(g) for g in groups] for fn, groups in record["groups"].items()}
         _restore_fitted(state, record["fitted"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ConversionFileError(f"mbe.load: {folder} is corrupt ({type(exc).__name__}: {exc}); save it again") from None
+        raise ConversionFileError(
+            f"mbe.load: {folder} is corrupt ({type(exc).__name__}: {exc}); save it again"
+        ) from None
     saved = {rec["name"] for rec in record["sites"]}
     unknown = sorted(set(state.sites) - saved)
     if unknown:
