@@ -34,17 +34,32 @@ class LocalCopiesMissing(RuntimeError):
     """The ``paper`` profile's local copies (``--models``/``--data``) lack files."""
 
 
-def _check_local(books: list[Path], models_dir: Path, data_dir: Path) -> bool:
-    """Check the local copies of every hub model the notebooks in ``books`` name; returns whether they are the
-    test fixture (:mod:`mbe.zoo.fixtures`). Raises :class:`LocalCopiesMissing` listing every missing path."""
+def _code(book: Path, parameters: dict | None = None) -> str:
+    """The code cells of ``book``, its parameters cell's assignments of ``parameters`` given as they will run."""
+    parameters = parameters or {}
+    parts = []
+    for cell in json.loads(book.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        lines = "".join(cell["source"]).splitlines()
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            lines = [
+                f"{name} = {parameters[name]!r}"
+                if "=" in line and (name := line.split("=")[0].strip()) in parameters
+                else line
+                for line in lines
+            ]
+        parts.append("\n".join(lines))
+    return "\n".join(parts)
+
+
+def _check_local(books: list[Path], models_dir: Path, data_dir: Path, parameters: dict | None = None) -> bool:
+    """Check the local copies of every hub model the notebooks in ``books`` name (with the ``parameters`` given:
+    ``--param paper_models=[...]`` names notebook 03's models); returns whether they are the test fixture
+    (:mod:`mbe.zoo.fixtures`). Raises :class:`LocalCopiesMissing` listing every missing path."""
     from .zoo import hub, local
 
-    code = "\n".join(
-        "".join(cell["source"])
-        for book in books
-        for cell in json.loads(book.read_text(encoding="utf-8"))["cells"]
-        if cell["cell_type"] == "code"
-    )
+    code = "\n".join(_code(book, parameters) for book in books)
     names = [n for n in hub.HUB if f'"{n}"' in code or f"'{n}'" in code]
     lacking = local.missing(names, models_dir, data_dir)
     if lacking:
@@ -110,7 +125,7 @@ def run_notebooks(
     fixture = False
     if local:
         models_dir, data_dir = Path(models_dir).resolve(), Path(data_dir).resolve()
-        fixture = _check_local(books, models_dir, data_dir)
+        fixture = _check_local(books, models_dir, data_dir, parameters)
     elif profile == "paper":
         from .zoo import hub
 

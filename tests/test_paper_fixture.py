@@ -88,16 +88,51 @@ def test_missing_local_copies_name_every_path(fixture_dirs, tmp_path):
     msg = str(err.value)
     assert "imagenet-1k" in msg and "wiki.test.raw" in msg and "sst2" not in msg  # only what 03 and 05 need
     assert not (tmp_path / "r").exists()  # nothing ran
+    # notebook 03 names the paper's ViT-M/16 (a timm checkpoint folder) unless paper_models leaves it out
+    with pytest.raises(LocalCopiesMissing, match="vit-m16-imagenet: .*timm checkpoint folder") as err:
+        run_notebooks(
+            "paper",
+            ROOT / "notebooks",
+            tmp_path / "r",
+            tmp_path / "f",
+            only=["03"],
+            progress=False,
+            models_dir=tmp_path / "none",
+            data_dir=tmp_path,
+        )
+    assert "vit-b16-imagenet" in str(err.value)
+    with pytest.raises(LocalCopiesMissing) as err:
+        run_notebooks(
+            "paper",
+            ROOT / "notebooks",
+            tmp_path / "r",
+            tmp_path / "f",
+            only=["03"],
+            progress=False,
+            models_dir=tmp_path / "none",
+            data_dir=tmp_path,
+            parameters={"paper_models": ["vit-b16-imagenet"]},
+        )
+    assert "vit-b16-imagenet" in str(err.value) and "vit-m16-imagenet" not in str(err.value)
 
 
 @pytest.mark.slow
 def test_paper_profile_runs_offline_on_the_fixture_and_is_reported_as_one(fixture_dirs, tmp_path):
+    from timm_stub import importable  # tests/timm_stub.py
+
     models, data = fixture_dirs
     out = tmp_path / "results"
+    # the paper's ViT-M/16 is a timm model: notebook 03 runs it only where a fresh kernel can import timm (a working
+    # torchvision); elsewhere (the project's CPU machines) it runs the ViT-B/16 alone (paper_models, notebook 03 only)
+    timm_in_kernels = importable()
+    vision_models = ["vit-b16-imagenet", "vit-m16-imagenet"] if timm_in_kernels else ["vit-b16-imagenet"]
+    if timm_in_kernels:
+        assert not local.missing(vision_models, models, data)  # the fixture wrote the tiny timm ViT
     proc = subprocess.run(
         [sys.executable, "-m", "mbe", "reproduce", "--profile", "paper", "--models", str(models), "--data", str(data)]
         + ["--only", *PAPER_MODELS, "--results", str(out), "--figures", str(tmp_path / "figures")]
-        + ["--param", "timesteps=[16, 8]"],  # smoke size: two T (every T: 20 min of fits from an empty cache)
+        + ["--param", "timesteps=[16, 8]"]  # smoke size: two T (every T: 20 min of fits from an empty cache)
+        + ["--param", f"paper_models={vision_models!r}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -110,7 +145,7 @@ def test_paper_profile_runs_offline_on_the_fixture_and_is_reported_as_one(fixtur
     for prefix in PAPER_MODELS:
         assert len(list((out / "executed").glob(f"{prefix}_*.ipynb"))) == 1
     vision, nlu, nlg = (pd.read_csv(out / f) for f in ("table1_vision.csv", "table2_nlu.csv", "table3_nlg.csv"))
-    assert set(vision.model) == {"vit-b16-imagenet"} and (vision.samples == 16).all()
+    assert set(vision.model) == set(vision_models) and (vision.samples == 16).all()
     assert set(nlu.model) == {"roberta-sst2"} and (nlu.samples == 16).all()
     assert set(nlg.model) == {"gpt2-medium-wikitext2"} and nlg.snn_ppl.notna().all()
     for frame in (vision, nlu, nlg):  # the paper profile's sweep: both presets, at the T given
@@ -119,7 +154,7 @@ def test_paper_profile_runs_offline_on_the_fixture_and_is_reported_as_one(fixtur
     assert times.fixture.all() and len(times) == 3
     report = (out / "REPORT.md").read_text()
     assert report.count("FIXTURE, not a result") >= 1 + 2 * 3  # the header, and both presets' rows of 03-05
-    for name in PAPER_MODELS.values():
+    for name in [*PAPER_MODELS.values(), *vision_models]:
         assert f"FIXTURE, not a result: {name}" in report
         assert f"paper model: {name}" not in report
 

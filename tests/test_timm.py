@@ -6,101 +6,26 @@ inline on a fused ``qkv`` projection, register tokens and a global-average-pool 
 special-cased: the norms and GELU are recognised by what they compute, the SDPA call becomes an inline
 attention site (``mbe/convert/handlers/inline.py``), and the rest is linear.
 
-timm must be installed WITHOUT its torchvision dependency (``pip install --no-deps timm==1.0.31``; its other
-dependencies, pyyaml, huggingface_hub and safetensors, come with transformers): the only torchvision wheel for
-torch 2.13 on the project's machines is a CUDA build that fails to import (``operator torchvision::nms does
-not exist``) and then breaks ``from transformers import BertForSequenceClassification``. Every timm release
-that has the register-token ViTs (0.9.8 and later) imports ``torchvision`` when ``timm`` is imported
-(``timm.layers`` needs ``torchvision.ops.misc.FrozenBatchNorm2d``, ``timm.data`` its transforms and data sets),
-and importing ``timm.models.vision_transformer`` alone runs ``timm/__init__`` too, so :func:`import_timm`
-lends stand-ins for torchvision's names during that one import and removes them afterwards: nothing of
-timm that is used here touches them (a timm feature that does raises ``ImportError`` saying torchvision is
-missing), and transformers, which checks for torchvision through package metadata, keeps treating it as
-absent (its ``is_timm_available()`` is False without torchvision, so transformers never imports timm itself).
+timm must be installed WITHOUT its torchvision dependency (``pip install --no-deps timm==1.0.31``), and is imported
+here with stand-ins for torchvision's names during that one import (``tests/timm_stub.py`` says why and how).
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import importlib.util
-import sys
-import types
+import random
 import warnings
 
 import pytest
 import torch
+from timm_stub import INSTALL, import_timm  # tests/timm_stub.py
 from torch import nn
 
 import mbe
 from mbe.convert import linear_reason
 
-TIMM_VERSION = "1.0.31"
-INSTALL = (
-    f"timm not installed: pip install --no-deps timm=={TIMM_VERSION} (never torchvision: its only wheel for "
-    "torch 2.13 here is a CUDA build that fails to import and then breaks transformers)"
-)
-
 if importlib.util.find_spec("timm") is None:
     pytest.skip(INSTALL, allow_module_level=True)
-
-MISSING = "torchvision is not installed (timm was installed with --no-deps); this timm feature needs it"
-
-
-class _Absent(type):
-    """A stand-in for any torchvision name: its attributes are stand-ins, calling it raises ImportError
-    (so timm's module-level ``isinstance`` checks, subclassing and constant tables still import)."""
-
-    def __getattr__(cls, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Absent(name, (), {})
-
-    def __call__(cls, *args, **kwargs):
-        raise ImportError(f"{MISSING} ({cls.__name__})")
-
-
-class _AbsentModule(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Absent(name, (), {})
-
-
-class _AbsentTorchvision(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Answers every ``torchvision`` / ``torchvision.*`` import with an :class:`_AbsentModule` package."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname == "torchvision" or fullname.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = _AbsentModule(spec.name)
-        module.__path__ = []
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
-def import_timm():
-    """``import timm``; where torchvision is absent, with stand-ins for its names during the import only
-    (see the module docstring). Nothing named ``torchvision`` is left in ``sys.modules`` afterwards."""
-    if "timm" in sys.modules or importlib.util.find_spec("torchvision") is not None:
-        import timm
-
-        return timm
-    finder = _AbsentTorchvision()
-    sys.meta_path.insert(0, finder)
-    try:
-        import timm
-    finally:
-        sys.meta_path.remove(finder)
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-            del sys.modules[name]
-    return timm
-
 
 timm = import_timm()
 from timm.layers import Attention, LayerScale  # noqa: E402
@@ -203,3 +128,62 @@ def test_the_papers_vit_m16_wires_up():
     assert set(spiking[spiking.kind == "attention"].handler) == {"inline-call"}
     unknown = report[report.kind == "analog"]
     assert unknown.empty, unknown
+
+
+def _tiny_paper_layout(num_classes: int):
+    """The paper's ViT-M/16 architecture at toy size (4 register tokens, no class token, GAP head)."""
+    args = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    torch.manual_seed(0)
+    model = timm.create_model("vit_medium_patch16_reg4_gap_256", pretrained=False, num_classes=num_classes, **args)
+    return model.eval(), args
+
+
+def test_a_timm_checkpoint_folder_is_a_local_copy_of_the_papers_vit_m16(tmp_path):
+    """``MODELS/<model id>/`` with timm's config.json + model.safetensors loads offline as the paper's ViT-M/16,
+    called like a transformers classifier; its images are preprocessed from that config.json."""
+    from mbe.zoo import hub, local, timm_models
+    from mbe.zoo.fixtures import _write_images
+
+    model, args = _tiny_paper_layout(10)
+    assert model.num_reg_tokens == 4 and not model.has_class_token and model.global_pool == "avg"
+    models, data = tmp_path / "models", tmp_path / "data"
+    assert local.problems("vit-m16-imagenet", models, data)[0].endswith(
+        "(a timm checkpoint folder of timm/vit_medium_patch16_reg4_gap_256.sbb_in12k_ft_in1k)"
+    )
+    folder = local.model_folder("vit-m16-imagenet", models)
+    timm_models.write_folder(model, folder, "vit_medium_patch16_reg4_gap_256", args)
+    _write_images(local.data_folder("vit-m16-imagenet", data) / "validation", random.Random(0))
+    assert local.missing(["vit-m16-imagenet"], models, data) == {}  # no preprocessor_config.json needed
+    src = hub.source("vit-m16-imagenet", models, data)
+    loaded = src.load()
+    assert isinstance(loaded, timm_models.TimmClassifier) and not loaded.training
+    test = src.batches("test", batch_size=5, limit=10)
+    x = test[0]["pixel_values"]
+    assert x.shape == (5, 3, 32, 32) and test[0]["labels"].tolist() == [0, 1, 2, 0, 1]
+    with torch.no_grad():
+        out = loaded(**{k: v for k, v in test[0].items()})
+        assert torch.equal(out.logits, model(x)) and out.logits.shape == (5, 10) and out.loss is not None
+    assert loaded.pretrained_cfg["input_size"] == (3, 32, 32)
+
+
+def test_the_fixture_writes_a_tiny_vit_m16_where_timm_imports_and_it_converts(tmp_path):
+    """With timm importable in this process, the paper fixture holds a tiny ViT-M/16 in a timm folder, and the
+    wrapped model converts and is evaluated like any classifier."""
+    from mbe.zoo import hub
+    from mbe.zoo.fixtures import write_paper_fixture
+
+    models, data = write_paper_fixture(tmp_path)
+    src = hub.source("vit-m16-imagenet", models, data)
+    assert src.fixture and "fixture" in src.info()["metrics"]["source"]
+    ann = src.load()
+    calib = src.batches("train", batch_size=4, limit=4, labels=False)
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        mp.setenv("MBE_QUICK_FITS", "1")
+        mp.setenv("MBE_COMPILE", "0")
+        warnings.simplefilter("error", mbe.ConversionWarning)  # nothing may stay analog
+        snn = mbe.convert(ann, calib, mbe.ConversionConfig(timesteps=16), progress=False)
+        warnings.simplefilter("ignore", mbe.DomainWarning)
+        res = mbe.compare_classifiers(ann, snn, src.batches("test", batch_size=8, limit=8), progress=False)
+    assert res["samples"] == 8 and res["agreement"] >= 75
+    report = mbe.conversion_report(snn)
+    assert report.groupby("kind").size().to_dict().get("attention") == 2

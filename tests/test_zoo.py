@@ -162,10 +162,63 @@ def test_hub_offline_gives_a_clear_error():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout
     lines = [ln for ln in out.splitlines() if ln.startswith("ZooError:")]
-    assert len(lines) == 4, out
+    assert len(lines) == len(mbe.zoo.hub.HUB) + 1 == 5, out
     for line, e in zip(lines, mbe.zoo.hub.HUB.values(), strict=False):
         assert e.model_id in line and "python -m mbe zoo list" in line
+    # the timm model (the paper's ViT-M/16) fails first where timm cannot be imported (no working torchvision)
+    timm_line = lines[list(mbe.zoo.hub.HUB).index("vit-m16-imagenet")]
+    assert "needs timm" in timm_line or "could not fetch" in timm_line
     assert "unknown hub model 'nope'" in lines[-1]
+
+
+def test_timm_preprocessing_follows_the_checkpoint_config():
+    """timm's evaluation transform without torchvision: the paper's ViT-M/16 config (input 256, crop_pct 0.95,
+    bicubic, mean = std = 0.5) resizes the shorter side to 269 and centre-crops 256."""
+    from PIL import Image
+
+    from mbe.zoo import timm_models
+
+    config = {
+        "architecture": "vit_medium_patch16_reg4_gap_256",
+        "pretrained_cfg": {
+            "input_size": [3, 256, 256],
+            "crop_pct": 0.95,
+            "interpolation": "bicubic",
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+        },
+    }
+    cfg = timm_models.pretrained_cfg(config)
+    flat = Image.new("RGB", (300, 400), (255, 0, 51))
+    x = timm_models.preprocess([flat, flat.rotate(90, expand=True)], cfg)
+    assert x.shape == (2, 3, 256, 256)
+    assert torch.allclose(x[:, 0], torch.tensor(1.0)) and torch.allclose(x[:, 1], torch.tensor(-1.0))
+    assert torch.allclose(x[:, 2], torch.tensor(51 / 255 / 0.5 - 1), atol=1e-6)
+    # a left-to-right ramp: the crop is centred, so the middle column keeps the middle value
+    ramp = Image.fromarray(torch.arange(400).div(400 / 255).to(torch.uint8).expand(300, 400).numpy()).convert("RGB")
+    mid = timm_models.preprocess([ramp], cfg)[0, 0, :, 128]
+    assert abs(float(mid.mean()) - (127.5 / 255 / 0.5 - 1)) < 0.02
+    assert timm_models.data_config({}) == timm_models.DEFAULTS  # timm's defaults where the config says nothing
+
+
+def test_timm_import_failure_is_a_zoo_error(monkeypatch):
+    """Without an importable timm (torchvision missing or broken), timm models say what failed and what to do."""
+    import builtins
+    import sys
+
+    from mbe.zoo import ZooError, timm_models
+
+    real = builtins.__import__
+
+    def no_torchvision(name, *args, **kwargs):
+        if name == "timm" or name.startswith("timm."):
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "timm", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_torchvision)
+    with pytest.raises(ZooError, match=r"vit-m16-imagenet needs timm.*RuntimeError.*working torchvision"):
+        timm_models.import_timm("vit-m16-imagenet")
 
 
 @pytest.mark.slow

@@ -3,10 +3,14 @@
 :func:`write_paper_fixture` writes, in the layouts :mod:`mbe.zoo.local` reads, a tiny randomly initialised
 model of the same architecture class as each paper hub model (ViT image classifier, RoBERTa sequence classifier,
 GPT-2 LM: hidden size 32, 2 layers) with its word-level tokenizer or image processor, and tiny data sets
-(16 PNG images in 3 class folders, 16 labelled sentences, a few KB of text). Its models folder holds a
-``MBE_FIXTURE`` marker file, so a run on it is reported as a fixture run, never as results. It exists to test the
-paper profile's wiring offline (``python -m mbe reproduce --profile paper --models M --data D``); the numbers
-it gives mean nothing.
+(16 PNG images in 3 class folders, 16 labelled sentences, a few KB of text). The timm hub models (the paper's
+ViT-M/16) get a tiny timm ViT of the same architecture (``vit_medium_patch16_reg4_gap_256`` at image size 32,
+patch 8, width 32, 2 blocks: 4 register tokens, no class token, GAP head) in a timm checkpoint folder, only when
+timm can be imported in this process (:func:`mbe.zoo.timm_models.import_timm`; it needs a working torchvision);
+otherwise they are left out, and a paper run that asks for them reports their local copies missing. Its models
+folder holds a ``MBE_FIXTURE`` marker file, so a run on it is reported as a fixture run, never as results. It
+exists to test the paper profile's wiring offline (``python -m mbe reproduce --profile paper --models M --data
+D``); the numbers it gives mean nothing.
 """
 
 from __future__ import annotations
@@ -85,6 +89,26 @@ def _write_vit(folder: Path, n_classes: int) -> None:
     )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def _write_timm_vit(folder: Path, architecture: str, n_classes: int, seed: int = 0) -> bool:
+    """A tiny timm ViT of ``architecture`` (ViT-M/16's layout) in a timm checkpoint folder; False (nothing
+    written) when timm cannot be imported here. Its own torch RNG stream, so the other models do not depend on it."""
+    import torch
+
+    from .storage import ZooError
+    from .timm_models import import_timm, write_folder
+
+    try:
+        timm = import_timm("the fixture's timm ViT")
+    except ZooError:
+        return False
+    args = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = timm.create_model(architecture, pretrained=False, num_classes=n_classes, **args)
+    write_folder(model.eval(), folder, architecture, args)
+    return True
 
 
 def _write_roberta(folder: Path, vocab: dict[str, int]) -> None:
@@ -169,15 +193,27 @@ def write_paper_fixture(root, seed: int = 0) -> tuple[Path, Path]:
     rng = random.Random(seed)
     torch.manual_seed(seed)
     vocab = _vocab()
-    writers = {
-        "image-classification": lambda m, d, split: (_write_vit(m, 3), _write_images(d / split, rng)),
-        "text-classification": lambda m, d, split: (
-            _write_roberta(m, vocab),
-            _write_sentences(d / f"{split}.tsv", rng),
-        ),
-        "causal-lm": lambda m, d, split: (_write_gpt2(m, vocab), _write_wikitext(d / f"wiki.{split}.raw", rng)),
+    models = {
+        "image-classification": lambda m, e: _write_vit(m, 3),
+        "text-classification": lambda m, e: _write_roberta(m, vocab),
+        "causal-lm": lambda m, e: _write_gpt2(m, vocab),
     }
+    data = {
+        "image-classification": lambda d, split: _write_images(d / split, rng),
+        "text-classification": lambda d, split: _write_sentences(d / f"{split}.tsv", rng),
+        "causal-lm": lambda d, split: _write_wikitext(d / f"wiki.{split}.raw", rng),
+    }
+    written = set()  # data sets shared by several models (ImageNet) are written once
     for name, e in hub.HUB.items():
-        if e.task in writers:
-            writers[e.task](model_folder(name, models_dir), data_folder(name, data_dir), e.dataset[2])
+        if e.task not in models:
+            continue
+        if e.library == "timm":
+            architecture = e.model_id.rsplit("/", 1)[-1].split(".", 1)[0]  # timm/<architecture>.<weight tag>
+            if not _write_timm_vit(model_folder(name, models_dir), architecture, 3, seed):
+                continue
+        else:
+            models[e.task](model_folder(name, models_dir), e)
+        if (e.dataset, e.task) not in written:
+            data[e.task](data_folder(name, data_dir), e.dataset[2])
+            written.add((e.dataset, e.task))
     return models_dir, data_dir

@@ -6,13 +6,21 @@ unreachable and what works offline instead. :func:`source` returns the same mode
 initialised models of the same architectures (and 26 more), which is how conversion of each architecture is tested
 without a network.
 
-=====================  ==================================  ====================================
-name                   model                               data (split)
-=====================  ==================================  ====================================
-vit-b16-imagenet       google/vit-base-patch16-224         imagenet-1k (validation; gated)
-roberta-sst2           textattack/roberta-base-SST-2       glue/sst2 (validation)
-gpt2-medium-wikitext2  gpt2-medium                         wikitext-2-raw-v1 (test)
-=====================  ==================================  ====================================
+=====================  ======================================================  ===============================
+name                   model                                                   data (split)
+=====================  ======================================================  ===============================
+vit-b16-imagenet       google/vit-base-patch16-224                             imagenet-1k (validation; gated)
+vit-m16-imagenet       timm/vit_medium_patch16_reg4_gap_256.sbb_in12k_ft_in1k  imagenet-1k (validation; gated)
+roberta-sst2           textattack/roberta-base-SST-2                           glue/sst2 (validation)
+gpt2-medium-wikitext2  gpt2-medium                                             wikitext-2-raw-v1 (test)
+=====================  ======================================================  ===============================
+
+Models with ``library="timm"`` (the paper's ViT-M/16) load with ``timm.create_model("hf-hub:<id>",
+pretrained=True)`` wrapped in :class:`mbe.zoo.timm_models.TimmClassifier` (called as ``model(pixel_values=x)``,
+returning ``.logits`` like a transformers classifier), and need timm with a working torchvision
+(:func:`mbe.zoo.timm_models.import_timm` says so otherwise); their images are preprocessed by
+:func:`mbe.zoo.timm_models.preprocess` (timm's evaluation transform from the checkpoint's ``config.json``, without
+torchvision).
 """
 
 from __future__ import annotations
@@ -30,11 +38,20 @@ class HubEntry:
     task: str  # "image-classification" | "text-classification" | "causal-lm"
     dataset: tuple[str, str | None, str]  # (path, config name, split)
     text_column: str = "sentence"
+    library: str = "transformers"  # "transformers" (from_pretrained) | "timm" (timm.create_model)
 
 
 HUB = {
     "vit-b16-imagenet": HubEntry(
         "google/vit-base-patch16-224", "image-classification", ("imagenet-1k", None, "validation")
+    ),
+    # the paper's ViT-M/16 (timm's vit_medium_patch16_reg4_gap_256, ImageNet-1k): the exact weight tag the paper used
+    # is not stated; sbb_in12k_ft_in1k is timm's default (first) ImageNet-1k tag of that architecture
+    "vit-m16-imagenet": HubEntry(
+        "timm/vit_medium_patch16_reg4_gap_256.sbb_in12k_ft_in1k",
+        "image-classification",
+        ("imagenet-1k", None, "validation"),
+        library="timm",
     ),
     "roberta-sst2": HubEntry("textattack/roberta-base-SST-2", "text-classification", ("glue", "sst2", "validation")),
     "gpt2-medium-wikitext2": HubEntry("gpt2-medium", "causal-lm", ("wikitext", "wikitext-2-raw-v1", "test"), "text"),
@@ -66,6 +83,12 @@ def load(name: str):
     import transformers
 
     e = entry(name)
+    if e.library == "timm":
+        from .timm_models import TimmClassifier, import_timm
+
+        timm = import_timm(f"{name} ({e.model_id})")
+        model = _fetch(e.model_id, timm.create_model, "hf-hub:" + e.model_id, pretrained=True)
+        return TimmClassifier(model.float().eval()).eval()
     cls = {
         "image-classification": transformers.AutoModelForImageClassification,
         "text-classification": transformers.AutoModelForSequenceClassification,
@@ -87,6 +110,20 @@ def _dataset(e: HubEntry, limit: int | None, tail: bool = False):
     return _fetch(f"data set {path}/{config or ''} ({split})", datasets.load_dataset, path, config, split=split)
 
 
+def transformers_processor(proc):
+    """Images -> ``pixel_values`` with a transformers image processor."""
+    return lambda images: proc(images, return_tensors="pt")["pixel_values"]
+
+
+def timm_processor(config_path):
+    """Images -> ``pixel_values`` for a timm checkpoint, from its ``config.json``
+    (:func:`mbe.zoo.timm_models.preprocess`; no timm or torchvision needed)."""
+    from .timm_models import preprocess, pretrained_cfg, read_config
+
+    cfg = pretrained_cfg(read_config(config_path))
+    return lambda images: preprocess(images, cfg)
+
+
 def batches(name: str, batch_size: int = 32, limit: int | None = None, labels: bool = True, tail: bool = False):
     """Labelled evaluation batches (dicts of forward kwargs + ``labels``) for a hub classifier; ``tail``
     takes the split's last ``limit`` rows instead of its first (calibration data disjoint from evaluation)."""
@@ -98,10 +135,18 @@ def batches(name: str, batch_size: int = 32, limit: int | None = None, labels: b
     data = _dataset(e, limit, tail)
     out = []
     if e.task == "image-classification":
-        proc = _fetch(e.model_id, transformers.AutoImageProcessor.from_pretrained, e.model_id)
+        if e.library == "timm":
+            from huggingface_hub import hf_hub_download
+
+            config_path = _fetch(f"{e.model_id} (config.json)", hf_hub_download, e.model_id, "config.json")
+            proc = timm_processor(config_path)
+        else:
+            proc = transformers_processor(
+                _fetch(e.model_id, transformers.AutoImageProcessor.from_pretrained, e.model_id)
+            )
         for i in range(0, len(data), batch_size):
             rows = data[i : i + batch_size]
-            b = {"pixel_values": proc([im.convert("RGB") for im in rows["image"]], return_tensors="pt")["pixel_values"]}
+            b = {"pixel_values": proc([im.convert("RGB") for im in rows["image"]])}
             if labels:
                 b["labels"] = torch.tensor(rows["label"])
             out.append(b)
@@ -182,8 +227,8 @@ class HubModel:
 
 def source(name: str, models_dir=None, data_dir=None):
     """Where the paper profile's model ``name`` comes from: local copies (:class:`mbe.zoo.local.LocalModel`,
-    Hugging Face model folders under ``models_dir`` and data in the documented layouts under ``data_dir``)
-    when both folders are given, else the hub (:class:`HubModel`)."""
+    Hugging Face model folders, or timm checkpoint folders, under ``models_dir`` and data in the documented layouts
+    under ``data_dir``) when both folders are given, else the hub (:class:`HubModel`)."""
     if models_dir is None and data_dir is None:
         return HubModel(name)
     if models_dir is None or data_dir is None:

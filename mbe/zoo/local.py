@@ -7,7 +7,13 @@ file layout; :class:`LocalModel` has the interface of :class:`mbe.zoo.hub.HubMod
 Models: ``MODELS/<model id>/`` as ``save_pretrained`` (or a hub snapshot) writes it: ``config.json``, the weights
 (``model.safetensors``, a sharded ``model.safetensors.index.json`` or ``pytorch_model.bin``) and the tokenizer
 (``tokenizer.json``, or ``vocab.json`` + ``merges.txt``, ``vocab.txt``) or the image processor
-(``preprocessor_config.json``), e.g. ``MODELS/google/vit-base-patch16-224/``, ``MODELS/gpt2-medium/``.
+(``preprocessor_config.json``), e.g. ``MODELS/google/vit-base-patch16-224/``, ``MODELS/gpt2-medium/``. timm models
+(hub entries with ``library="timm"``, the paper's ViT-M/16) are timm checkpoint folders, as timm's hub repositories
+hold them: ``MODELS/<model id>/config.json`` (timm's config: ``architecture``, ``pretrained_cfg``, optionally
+``model_args``) and ``model.safetensors`` (or ``pytorch_model.bin``), e.g.
+``MODELS/timm/vit_medium_patch16_reg4_gap_256.sbb_in12k_ft_in1k/``; loaded offline with
+``timm.create_model("local-dir:<folder>", pretrained=True)`` (needs timm with a working torchvision), images
+preprocessed from that ``config.json`` (:func:`mbe.zoo.timm_models.preprocess`).
 
 Data: ``DATA/<data set>[/<config>]/``, named as the hub entry names the data set, with its split:
 
@@ -63,8 +69,11 @@ def layout(name: str, models_dir, data_dir) -> str:
     """The expected files of hub model ``name`` under the two folders, in words (for error messages)."""
     e = hub.entry(name)
     m, d, split = model_folder(name, models_dir), data_folder(name, data_dir), e.dataset[2]
-    extra = "preprocessor_config.json" if e.task == "image-classification" else "tokenizer.json (or vocab.json)"
-    model = f"{m}/ with config.json, model.safetensors (or pytorch_model.bin) and {extra}"
+    if e.library == "timm":
+        model = f"{m}/ with config.json (timm's, with architecture) and model.safetensors (or pytorch_model.bin)"
+    else:
+        extra = "preprocessor_config.json" if e.task == "image-classification" else "tokenizer.json (or vocab.json)"
+        model = f"{m}/ with config.json, model.safetensors (or pytorch_model.bin) and {extra}"
     data = {
         "image-classification": f"{d}/{split}/<class>/<image> (class index = sorted folder order) or "
         f"{d}/{split}*.parquet (columns image, label)",
@@ -103,10 +112,12 @@ def problems(name: str, models_dir, data_dir) -> list[str]:
     m = model_folder(name, models_dir)
     if not m.is_dir():
         model_layout = layout(name, models_dir, data_dir).split("; data: ", 1)[0].removeprefix("model: ")
-        out.append(f"{model_layout} (a Hugging Face model folder of {e.model_id})")
+        kind = "a timm checkpoint folder" if e.library == "timm" else "a Hugging Face model folder"
+        out.append(f"{model_layout} ({kind} of {e.model_id})")
     else:
         wanted = [("config.json",), WEIGHT_FILES]
-        wanted.append(("preprocessor_config.json",) if e.task == "image-classification" else TOKENIZER_FILES)
+        if e.library != "timm":
+            wanted.append(("preprocessor_config.json",) if e.task == "image-classification" else TOKENIZER_FILES)
         for files in wanted:
             present = any((m / f).is_file() for f in files) or (files is WEIGHT_FILES and any(m.glob("*.safetensors")))
             if not present:
@@ -178,6 +189,11 @@ class LocalModel(hub.HubModel):
     def load(self):
         import transformers
 
+        if self.entry.library == "timm":
+            from .timm_models import import_timm, load_folder
+
+            import_timm(f"{self.NAME} ({self.model_path})")  # a ZooError of its own when timm cannot be imported
+            return self._from_folder("model", lambda p, **kw: load_folder(p, self.NAME))
         cls = {
             "image-classification": transformers.AutoModelForImageClassification,
             "text-classification": transformers.AutoModelForSequenceClassification,
@@ -234,12 +250,15 @@ class LocalModel(hub.HubModel):
         tail = split == "train"
         out = []
         if self.entry.task == "image-classification":
-            proc = self._from_folder("image processor", _auto("AutoImageProcessor"))
+            if self.entry.library == "timm":
+                proc = hub.timm_processor(self.model_path / "config.json")
+            else:
+                proc = hub.transformers_processor(self._from_folder("image processor", _auto("AutoImageProcessor")))
             items = _select(self._images(), limit, tail)
             for i in range(0, len(items), batch_size):
                 chunk = items[i : i + batch_size]
                 images = [_open_image(x).convert("RGB") for x, _ in chunk]
-                b = {"pixel_values": proc(images, return_tensors="pt")["pixel_values"]}
+                b = {"pixel_values": proc(images)}
                 if labels:
                     b["labels"] = torch.tensor([y for _, y in chunk])
                 out.append(b)
