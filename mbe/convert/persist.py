@@ -28,7 +28,7 @@ from typing import Optional, Union
 from torch import nn
 
 from ..neuron.fs import FSNeuron, FSParameters
-from ..neuron.mbe import MBENeuron, MBEParameters
+from ..neuron.mbe import BinaryIdentity, MBENeuron, MBEParameters
 from .config import ConversionConfig
 from .sites import ConversionState
 
@@ -81,7 +81,8 @@ def neuron_record(neuron) -> Optional[dict]:
         return None
     base = {"function": neuron.function, "domain": list(neuron.domain)}
     if isinstance(neuron, MBENeuron):
-        return {"type": "mbe", "timesteps": neuron.timesteps, "params": neuron.parameters_record().to_dict(), **base}
+        kind = "binary_identity" if isinstance(neuron, BinaryIdentity) else "mbe"  # exact halving kernels
+        return {"type": kind, "timesteps": neuron.timesteps, "params": neuron.parameters_record().to_dict(), **base}
     if isinstance(neuron, FSNeuron):
         return {"type": "fs", "params": neuron.parameters_record().to_dict(), **base}
     raise TypeError(f"mbe.save: cannot store a neuron of type {type(neuron).__name__} (MBENeuron or FSNeuron)")
@@ -92,9 +93,11 @@ def neuron_from_record(record: Optional[dict]):
     if record is None:
         return None
     kind = record.get("type")
-    if kind == "mbe":
+    if kind in ("mbe", "binary_identity"):
         params = MBEParameters.from_dict(record["params"])
-        return MBENeuron(params, record["timesteps"], function=record["function"], domain=record["domain"])
+        return (BinaryIdentity if kind == "binary_identity" else MBENeuron)(
+            params, record["timesteps"], function=record["function"], domain=record["domain"]
+        )
     if kind == "fs":
         return FSNeuron(FSParameters.from_dict(record["params"]), function=record["function"], domain=record["domain"])
     raise ValueError(f"unknown neuron type {kind!r}")

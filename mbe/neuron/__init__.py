@@ -3,7 +3,7 @@
 from .base import DomainWarning, SpikingNeuron
 from .fs import FSNeuron, FSParameters
 from .functional import NeuronOutput, SigmoidSurrogate, exponential_kernel, heaviside, simulate
-from .mbe import MBENeuron, MBEParameters, binary_identity
+from .mbe import BinaryIdentity, MBENeuron, MBEParameters, binary_identity
 
 __all__ = [
     "DomainWarning",
@@ -15,6 +15,7 @@ __all__ = [
     "exponential_kernel",
     "heaviside",
     "simulate",
+    "BinaryIdentity",
     "MBENeuron",
     "MBEParameters",
     "binary_identity",

@@ -15,8 +15,15 @@ from torch import Tensor, nn
 
 from ..stats import SpikeStats
 from . import lookup
-from .compiled import compile_enabled, compiled_readout, compiled_table_readout, pad_to_bucket
+from .compiled import (
+    compile_enabled,
+    compiled_ladder_readout,
+    compiled_readout,
+    compiled_table_readout,
+    pad_to_bucket,
+)
 from .functional import NeuronOutput, check_finite, clamp_to_domain, simulate
+from .ladder import halving_levels
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -128,6 +135,21 @@ class SpikingNeuron(nn.Module):
 
         return self._cached((dtype, device, padded), build)
 
+    def ladder(self, dtype: torch.dtype, device: torch.device) -> Optional[tuple]:
+        """``(step, top, weight, bias, input_offset, wide)`` for :func:`mbe.neuron.ladder.ladder_readout` when the
+        neuron's kernels in ``dtype`` are halving ladders whose closed form is exact there
+        (:func:`mbe.neuron.ladder.halving_levels`), else ``None``. Cached (:meth:`_cached`)."""
+
+        def build():
+            d, r, vth, weight, bias, offset = self.prepared(dtype, device)
+            alpha = halving_levels(d, r, vth)
+            if alpha is None:
+                return None
+            top = torch.tensor(2.0**self.timesteps - 1, dtype=dtype, device=device)
+            return alpha * 2.0 ** (1 - self.timesteps), top, weight, bias, offset, self.timesteps >= 31
+
+        return self._cached(("ladder", dtype, device), build)
+
     def lookup_table(self, build: bool = True) -> Optional[lookup.LookupTable]:
         """The neuron's exact readout table (:mod:`mbe.neuron.lookup`; float32, CPU), built on first request
         (``build=False``: only if already built), ``None`` where it would be too large. Cached (:meth:`_cached`)."""
@@ -169,8 +191,11 @@ class SpikingNeuron(nn.Module):
             res = simulate(x, d, r, vth, weight, bias, offset, return_spikes=True, return_counts=True)
         else:  # fused: compiled on CPU (mbe.neuron.compiled), O(input) memory, same numbers as simulate
             padded = compile_enabled() and not x.is_cuda
-            table = self._table_for(x)
-            if table is not None:
+            ladder = self.ladder(x.dtype, x.device)
+            table = None if ladder is not None else self._table_for(x)
+            if ladder is not None:
+                out, counts = compiled_ladder_readout(x, *ladder)
+            elif table is not None:
                 out, counts = compiled_table_readout(x, table, *self.prepared(x.dtype, x.device, padded))
             else:
                 out, counts = compiled_readout(x, *self.prepared(x.dtype, x.device, padded))

@@ -16,7 +16,8 @@ microseconds of guards and launch, where the eager loop costs ``3 T`` tensor ops
 key compiles (seconds; Inductor's on-disk cache makes later processes faster). If compiling fails (no C++
 compiler, an unsupported platform) the path warns once and falls back to eager for the rest of the process.
 Set ``MBE_COMPILE=0`` to turn it off. :func:`compiled_table_readout` does the same for the exact table
-readout (:mod:`mbe.neuron.lookup`).
+readout (:mod:`mbe.neuron.lookup`), :func:`compiled_ladder_readout` for the closed form of halving-ladder
+neurons (:mod:`mbe.neuron.ladder`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .functional import readout, readout_per_basis
+from .ladder import ladder_readout
 from .lookup import LookupTable, table_readout
 
 #: inputs are padded up to this many elements (their results are dropped): dynamic shapes
@@ -37,6 +39,7 @@ MIN_PADDED = 8
 
 _compiled = None
 _compiled_table = None
+_compiled_ladder = None
 _failed: Optional[str] = None
 
 
@@ -57,6 +60,13 @@ def _table_fn():
     if _compiled_table is None:
         _compiled_table = torch.compile(table_readout, dynamic=True)
     return _compiled_table
+
+
+def _ladder_fn():
+    global _compiled_ladder
+    if _compiled_ladder is None:
+        _compiled_ladder = torch.compile(ladder_readout, dynamic=True)
+    return _compiled_ladder
 
 
 def _bucket(n: int, least: int) -> int:
@@ -142,4 +152,18 @@ def compiled_readout(
         return torch.zeros_like(x) + bias, torch.zeros_like(x)
     d, r, vth, weight, offset = pad_to_bucket(d, r, vth, weight, input_offset)
     out, counts = _run(_fn, readout, _pad(x), d, r, vth, weight, bias, offset)
+    return out[:numel].view(x.shape), counts[:numel].view(x.shape)
+
+
+def compiled_ladder_readout(
+    x: Tensor, step: Tensor, top: Tensor, weight: Tensor, bias: Tensor, input_offset: Optional[Tensor], wide: bool
+) -> tuple[Tensor, Tensor]:
+    """:func:`mbe.neuron.ladder.ladder_readout` (same contract, same numbers) through ``torch.compile`` when
+    compiling is on and ``x`` is on the CPU, eagerly otherwise; inputs of any size."""
+    if not compile_enabled() or x.is_cuda:
+        return ladder_readout(x, step, top, weight, bias, input_offset, wide)
+    numel = x.numel()
+    if numel == 0:
+        return torch.zeros_like(x) + bias, torch.zeros_like(x)
+    out, counts = _run(_ladder_fn, ladder_readout, _pad(x), step, top, weight, bias, input_offset, wide)
     return out[:numel].view(x.shape), counts[:numel].view(x.shape)

@@ -135,7 +135,31 @@ class MBENeuron(SpikingNeuron):
         return sum(getattr(self, f.name).numel() for f in fields(MBEParameters))
 
 
-def binary_identity(n_basis: int, timesteps: int, domain=(-1.0, 1.0)) -> MBENeuron:
+class BinaryIdentity(MBENeuron):
+    r"""An :class:`MBENeuron` whose kernels halve exactly each step: :math:`d_n[t] = \alpha^d_n 2^{-t}` (and so
+    :math:`r, V^{th}`), what Eq. 4 gives for :math:`\Delta t / \tau = \ln 2` without ``exp``'s rounding. Its readout
+    then has an exact closed form (:mod:`mbe.neuron.ladder`), which the fused path uses wherever it is bit for bit
+    the simulation's. Built by :func:`binary_identity`; ``ValueError`` if the parameters do not halve."""
+
+    def __init__(self, params: MBEParameters, timesteps: int, function: str = "identity", domain=(-1.0, 1.0), **kw):
+        ratios = torch.cat([params.dt / params.tau_d, params.dt / params.tau_r, params.dt / params.tau_vth])
+        if not torch.allclose(ratios.double(), torch.full_like(ratios, math.log(2.0), dtype=torch.float64)):
+            raise ValueError(f"BinaryIdentity needs dt / tau = ln 2 for every kernel, got {ratios.tolist()}")
+        super().__init__(params, timesteps, function, domain, **kw)
+
+    def kernels(self):
+        halvings = torch.tensor([2.0**-t for t in range(self.timesteps)], dtype=self.alpha_d.dtype)
+        halvings = halvings.to(self.alpha_d.device)[None, :]
+        return tuple(alpha[:, None] * halvings for alpha in (self.alpha_d, self.alpha_r, self.alpha_vth))
+
+
+def _round_up(value: float, bits: int) -> float:
+    """``value > 0`` rounded up to ``bits`` significant bits."""
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(math.ceil(mantissa * 2.0**bits), exponent - bits)
+
+
+def binary_identity(n_basis: int, timesteps: int, domain=(-1.0, 1.0)) -> BinaryIdentity:
     r"""The identity neuron in closed form: ``n_basis`` dithered binary expansions, averaged.
 
     Every basis is a greedy binary expansion (kernels halve each step, :math:`\Delta t/\tau = \ln 2`) with one
@@ -149,14 +173,21 @@ def binary_identity(n_basis: int, timesteps: int, domain=(-1.0, 1.0)) -> MBENeur
         |\hat x - x| \le \frac{q}{2N} = \frac{\alpha}{N\,2^{T}} \approx \frac{hi - lo}{N\,2^{T+1}}
         \quad (x \in [lo, hi]).
 
-    On :math:`[-1, 1]` with N=8 that is 4.9e-4 at T=8 and 1.9e-6 at T=16, 4-8x below the shipped fitted
+    (Up to the float32 rounding of the offsets and bias: measured 1.0002 times the bound at T=16; from about T=24 on
+    they can no longer hold the :math:`q/N` stagger and the :math:`q/2` centring, and the error is up to :math:`q`,
+    4.7e-10 at T=32.) On :math:`[-1, 1]` with N=8 that is 4.9e-4 at T=8 and 1.9e-6 at T=16, 4-8x below the shipped fitted
     identity tables (measured max errors 3.9e-3 and 1.5e-5); the paper fixes its identity neuron's parameters
     rather than fitting them, and this is a neuron of exactly its form (Eq. 4-8) with those parameters fixed.
-    Any N >= 1 and T >= 1; no fit, so nothing to ship or cache.
+    Any N >= 1 and T >= 1; no fit, so nothing to ship or cache. The kernels halve exactly
+    (:class:`BinaryIdentity`), so in float64 (as products encode their operands) the readout takes the exact closed
+    form of :mod:`mbe.neuron.ladder`; for that, from T = 30 on :math:`\alpha` is rounded up to :math:`53 - T`
+    significant bits (a relative change below :math:`2^{T-52}`; below T = 30 the levels are :math:`\alpha` in float32).
     """
     validate_counts(n_basis, timesteps)
     lo, hi = validate_domain(domain)
     alpha = (hi - lo) / (2.0 * (1.0 - 2.0**-timesteps))
+    if 30 <= timesteps < 53:  # exactly representable in float32 after this, so the levels are this alpha
+        alpha = _round_up(alpha, 53 - timesteps)
     step = alpha * 2.0 ** (1 - timesteps)
     offsets = lo - torch.arange(n_basis, dtype=torch.float64) * step / n_basis
 
@@ -175,4 +206,4 @@ def binary_identity(n_basis: int, timesteps: int, domain=(-1.0, 1.0)) -> MBENeur
         input_offset=offsets.float(),
         bias=torch.tensor(float(offsets.mean()) + step / 2, dtype=torch.float32),
     )
-    return MBENeuron(params, timesteps, "identity", (lo, hi))
+    return BinaryIdentity(params, timesteps, "identity", (lo, hi))

@@ -1,0 +1,133 @@
+"""The closed-form readout of halving-ladder neurons (mbe.neuron.ladder) against the simulation, bit for bit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import mbe
+from mbe.convert.persist import neuron_from_record, neuron_record
+from mbe.neuron import BinaryIdentity, binary_identity, simulate
+from mbe.neuron.ladder import halving_levels, ladder_readout, popcount, significant_bits
+
+F64 = torch.float64
+CASES = [(1, 1), (1, 4), (3, 8), (8, 16), (16, 8), (32, 4), (8, 20), (8, 29), (8, 30), (4, 32), (2, 40)]
+
+
+def change_points(neuron: BinaryIdentity, per_basis: int = 2048) -> torch.Tensor:
+    """Every input where a basis's spike pattern changes (all of them for small T, else a random sample), the
+    floats on either side, the domain ends and a little beyond (the closed form also covers the clamp)."""
+    t = neuron.timesteps
+    d, _, _, _, _, offset = neuron.prepared(F64, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(t)
+    points = []
+    for n in range(neuron.n_basis):
+        q = float(d[n, -1])
+        if 2**t <= per_basis:
+            m = torch.arange(2**t + 1, dtype=F64)
+        else:
+            m = torch.cat(
+                [torch.tensor([0.0, 1.0, 2.0**t - 1, 2.0**t]), torch.randint(0, 2**t, (per_basis,), generator=gen)]
+            )
+        points.append(offset[n] + m.to(F64) * q)
+    lo, hi = neuron.domain
+    x = torch.cat(points + [torch.tensor([lo, hi, lo - 1.0, hi + 1.0, 0.0], dtype=F64)])
+    return torch.cat([x, torch.nextafter(x, torch.tensor(-math.inf, dtype=F64)), torch.nextafter(x, x + 1)])
+
+
+def dense(neuron, count=50_000):
+    lo, hi = neuron.domain
+    gen = torch.Generator().manual_seed(1)
+    return torch.rand(count, dtype=F64, generator=gen) * (hi - lo + 0.2) + lo - 0.1
+
+
+def reference(neuron, x):
+    d, r, vth, w, b, off = neuron.prepared(F64, x.device)
+    res = simulate(x, d, r, vth, w, b, off, spike_fn=lambda v, _: (v >= 0).to(v.dtype), return_counts=True)
+    return res.output, res.spike_counts  # the step-by-step loop itself (a custom spike_fn skips every fast path)
+
+
+@pytest.mark.parametrize("n_basis,timesteps", CASES)
+def test_ladder_readout_is_the_simulation_bit_for_bit(n_basis, timesteps):
+    neuron = binary_identity(n_basis, timesteps)
+    ladder = neuron.ladder(F64, torch.device("cpu"))
+    assert ladder is not None
+    for x in (change_points(neuron), dense(neuron)):
+        out, counts = ladder_readout(x, *ladder)
+        ref_out, ref_counts = reference(neuron, x)
+        assert torch.equal(out, ref_out) and torch.equal(counts, ref_counts)
+
+
+@pytest.mark.slow
+def test_compiled_ladder_readout_is_the_simulation_bit_for_bit(monkeypatch):
+    """Compiled (one graph per N and count width, T passed as tensors) at every change point; also the
+    regression found while building it: a 0-d tensor bound in ``clamp`` was baked into the first graph."""
+    from mbe.neuron import compiled
+
+    monkeypatch.setenv("MBE_COMPILE", "1")
+    for n_basis, timesteps in [(8, 16), (8, 22), (8, 30), (8, 32), (3, 8), (16, 8)]:
+        neuron = binary_identity(n_basis, timesteps)
+        for x in (change_points(neuron), dense(neuron), dense(neuron, 5)):
+            out, counts = compiled.compiled_ladder_readout(x, *neuron.ladder(F64, x.device))
+            assert compiled.compile_enabled(), compiled._failed
+            ref_out, ref_counts = reference(neuron, x)
+            assert torch.equal(out, ref_out) and torch.equal(counts, ref_counts), (n_basis, timesteps)
+
+
+@pytest.mark.parametrize("timesteps", [4, 16, 32])
+def test_a_binary_identity_takes_the_ladder_through_evaluate_and_the_products(timesteps):
+    neuron = binary_identity(8, timesteps)
+    x = dense(neuron).clamp(-1, 1)
+    res, clamped = neuron.evaluate(x)
+    ref_out, ref_counts = reference(neuron, x)
+    assert clamped == 0 and torch.equal(res.output, ref_out) and torch.equal(res.spike_counts, ref_counts)
+    spiking = neuron.evaluate(x, return_spikes=True)[0]  # event mode still simulates, with the same numbers
+    assert torch.equal(spiking.output, ref_out) and torch.equal(spiking.spikes.sum((0, 1)), ref_counts)
+    # the error bound of binary_identity's docstring (q / 2N; from about T = 24 on the float32 offsets and bias
+    # can no longer hold the q / N stagger and the q / 2 centring, and it is q), alpha rounded up from T = 30 on
+    alpha = float(neuron.alpha_d[0])
+    bound = alpha / (8 * 2**timesteps) * 1.001 if timesteps <= 16 else alpha * 2.0 ** (1 - timesteps)
+    assert float((res.output - x).abs().max()) <= bound
+    assert significant_bits(alpha) + timesteps <= 53
+
+
+def test_which_kernels_are_ladders():
+    cpu = torch.device("cpu")
+    identity = binary_identity(8, 16)
+    assert halving_levels(*identity.prepared(F64, cpu)[:3]) is not None
+    assert identity.ladder(torch.float32, cpu) is None  # 24-bit levels and 16 steps do not fit float32's 24 bits
+    assert binary_identity(4, 1).ladder(torch.float32, cpu) is not None  # alpha = 2: exact in float32 too
+    assert mbe.get_neuron("gelu", n_basis=4, timesteps=16).ladder(F64, cpu) is None
+    assert mbe.get_neuron("identity", n_basis=8, timesteps=16).ladder(F64, cpu) is None  # the fitted table
+    d, r, vth = (k.double() for k in identity.kernels())
+    nudged = d.clone()
+    nudged[3, 5] = torch.nextafter(nudged[3, 5], torch.tensor(1.0, dtype=F64))
+    assert halving_levels(nudged, nudged, nudged) is None
+    assert halving_levels(d, r * 2, vth) is None
+    assert halving_levels(-d, -r, -vth) is None
+    assert significant_bits(1.0) == 1 and significant_bits(0.75) == 2 and significant_bits(1 + 2**-52) == 53
+
+
+def test_popcount_counts_set_bits():
+    values = [0, 1, 2, 3, 255, 2**16 - 1, 2**30 + 5, 2**31 - 1]
+    for dtype in (torch.int32, torch.int64):
+        v = torch.tensor(values, dtype=dtype)
+        assert popcount(v).tolist() == [bin(k).count("1") for k in values]
+    wide = [2**31, 2**40 + 2**33 + 1, 2**53 - 1, 2**62 + 7]
+    assert popcount(torch.tensor(wide)).tolist() == [bin(k).count("1") for k in wide]
+
+
+def test_binary_identity_refuses_kernels_that_do_not_halve():
+    params = binary_identity(4, 8).parameters_record()
+    params.dt = params.dt * 1.5
+    with pytest.raises(ValueError, match="ln 2"):
+        BinaryIdentity(params, 8)
+
+
+def test_a_saved_binary_identity_loads_as_one():
+    neuron = binary_identity(8, 16)
+    loaded = neuron_from_record(neuron_record(neuron))
+    assert type(loaded) is BinaryIdentity and loaded.timesteps == 16
+    assert all(torch.equal(a, b) for a, b in zip(loaded.kernels(), neuron.kernels(), strict=True))
