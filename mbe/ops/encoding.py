@@ -21,6 +21,7 @@ beyond that are clamped and counted. Inputs inside the range are encoded exactly
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Mapping, Optional
@@ -184,22 +185,25 @@ def encode(
     ``silent_zeros``: elements exactly 0 emit no spikes and decode to exactly 0 (their constant term
     is dropped too), e.g. masked attention probabilities, so masked keys contribute nothing.
     """
-    check_finite(x, "spiking operand")
+    if not isinstance(x, Tensor) or not torch.is_floating_point(x):
+        check_finite(x, "spiking operand")  # raises the TypeError
     neuron = pick_neuron("identity", timesteps, n_basis, neurons)
     lo, hi = rng
     mid, half = (lo + hi) / 2, (hi - lo) / 2
     z = (x.double() - mid) / half
-    beyond = z.abs() > 1
-    in_tail = bool(beyond.any())
+    z_min, z_max = torch.stack(torch.aminmax(z)).tolist() if z.numel() else (0.0, 0.0)  # one reduction, one sync
+    if not (math.isfinite(z_min) and math.isfinite(z_max)):
+        check_finite(x, "spiking operand")  # NaN or inf: raises, naming how many
+    in_tail = z_min < -1 or z_max > 1
     if in_tail:  # headroom: z = shift + gain * z', z' in [-1, 1] (see the module docstring)
+        beyond = z.abs() > 1
         shift = torch.where(beyond, torch.sign(z) * (1 + HEADROOM), 0.0)
         gain = torch.where(beyond, HEADROOM, 1.0).to(z.dtype)
         z = (z - shift) / gain
     res, clamped = neuron.evaluate(z, return_spikes=return_spikes)
-    weight, bias, _ = neuron.readout()
-    d, _, _ = neuron.kernels()
     dtype = res.output.dtype
-    intensity = (half * weight.to(dtype)[:, None] * d.to(dtype)).reshape(-1)
+    d, _, _, weight, bias, _ = neuron.prepared(dtype, z.device)  # cached kernels in the compute dtype
+    intensity = (half * weight[:, None] * d).reshape(-1)
     spikes = res.spikes.reshape(-1, *x.shape) if res.spikes is not None else None
     if in_tail:
         decoded = mid + half * (shift + gain * res.output)
