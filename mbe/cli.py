@@ -88,12 +88,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_suites, write_report
 
-    frame = run_suites(
-        suites=args.suites,
-        timesteps=tuple(args.timesteps),
-        repeats=args.repeats,
-        event_timesteps=tuple(args.event_timesteps),
-    )
+    try:
+        frame = run_suites(
+            suites=args.suites,
+            timesteps=tuple(args.timesteps),
+            repeats=args.repeats,
+            event_timesteps=tuple(args.event_timesteps),
+            only=args.only,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     csv, md = write_report(frame, args.out, name=args.name)
     print(md.read_text())
     print(f"wrote {csv} and {md}")
@@ -297,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--timesteps", type=int, nargs="+", default=[4, 8, 16, 32])
     bench.add_argument("--event-timesteps", type=int, nargs="*", default=[16])
+    bench.add_argument(
+        "--only", nargs="+", metavar="TEXT", help="only the cases whose label contains one of these (e.g. vit-mnist)"
+    )
     bench.add_argument("--name", default="bench", help="output file stem under --out")
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--out", default="results")

@@ -42,3 +42,11 @@ def test_neuron_suite_rows_and_report(tmp_path):
     assert (frame.op_calls > 0).all() and (frame.baseline_op_calls > 0).all()
     calls = frame.set_index(["model", "mode"]).op_calls
     assert (calls.xs("compiled", level="mode") < calls.xs("eager", level="mode")).all()  # one fused launch
+
+
+def test_bench_only_keeps_matching_cases_and_names_the_labels_otherwise(capsys):
+    from mbe.cli import main
+
+    assert main(["bench", "--suites", "models", "--only", "no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert "matches no case" in err and "vit-mnist (100 digits)" in err

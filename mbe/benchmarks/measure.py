@@ -19,6 +19,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
+from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -129,12 +130,21 @@ def run_suites(
     event_timesteps=(8, 16),
     repeats: int = 5,
     progress: bool = True,
+    only: Optional[Sequence[str]] = None,
 ) -> pd.DataFrame:
-    """Run the suites' cases (each suite module lists them in ``cases``); one row per non-baseline case."""
+    """Run the suites' cases (each suite module lists them in ``cases``); one row per non-baseline case.
+    ``only``: keep the cases whose label contains one of these strings (case-insensitive); ``ValueError`` when
+    none matches, listing the labels."""
     jobs = []
     for suite in suites:
         module = importlib.import_module(f"mbe.benchmarks.{suite}")
         jobs += [(suite, *case) for case in module.cases(tuple(timesteps), tuple(event_timesteps))]
+    if only:
+        kept = [job for job in jobs if any(word.lower() in job[1].lower() for word in only)]
+        if not kept:
+            labels = sorted({job[1] for job in jobs})
+            raise ValueError(f"bench --only {list(only)} matches no case; the labels are: {labels}")
+        jobs = kept
     ctx = mp.get_context("spawn")
     results = {}
     it = jobs
