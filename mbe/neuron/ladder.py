@@ -12,7 +12,7 @@ so the output is :math:`b + \sum_n w_n m_n q_n` and the spike count :math:`\sum_
 a few operations per basis instead of :math:`T` compare-subtract steps.
 
 **Bit for bit what** :func:`~mbe.neuron.functional.simulate` **returns**, in a float type of :math:`p` significand
-bits, when (:func:`is_exact`) every :math:`K_n[t]` is exactly :math:`\alpha_n 2^{-t}` in that type, and
+bits, when (:func:`halving_levels`) every :math:`K_n[t]` is exactly :math:`\alpha_n 2^{-t}` in that type, and
 :math:`\alpha_n` has at most :math:`p - T` significant bits:
 
 - the membrane is exact: with :math:`u_0 = \mathrm{fl}(x - c_n) \in [0, 2\alpha_n)`, each step keeps
@@ -38,7 +38,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["significant_bits", "halving_levels", "ladder_readout", "popcount"]
+__all__ = ["halvings", "significant_bits", "halving_levels", "ladder_readout", "popcount"]
+
+
+def halvings(timesteps: int, dtype: torch.dtype, device=None) -> Tensor:
+    """``[T]``: :math:`2^{-t}` for ``t = 0..T-1``, exact in ``dtype`` (no ``exp``)."""
+    return torch.tensor([2.0**-t for t in range(timesteps)], dtype=dtype, device=device)
 
 
 def significant_bits(value: float) -> int:
@@ -57,8 +62,7 @@ def halving_levels(d: Tensor, r: Tensor, vth: Tensor) -> Optional[Tensor]:
     alpha = d[:, 0]
     if not bool(torch.isfinite(alpha).all() and (alpha > 0).all()):
         return None
-    halvings = torch.tensor([2.0**-t for t in range(timesteps)], dtype=d.dtype, device=d.device)
-    if not torch.equal(d, alpha[:, None] * halvings[None, :]):
+    if not torch.equal(d, alpha[:, None] * halvings(timesteps, d.dtype, d.device)[None, :]):
         return None
     info = torch.finfo(d.dtype)
     precision = int(round(-math.log2(info.eps))) + 1  # 24 for float32, 53 for float64

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .base import SpikingNeuron, validate_counts, validate_domain
 from .functional import exponential_kernel
+from .ladder import halvings
 
 PER_BASIS = ("alpha_d", "alpha_r", "alpha_vth", "tau_d", "tau_r", "tau_vth", "dt", "weight", "input_offset")
 
@@ -148,9 +149,8 @@ class BinaryIdentity(MBENeuron):
         super().__init__(params, timesteps, function, domain, **kw)
 
     def kernels(self):
-        halvings = torch.tensor([2.0**-t for t in range(self.timesteps)], dtype=self.alpha_d.dtype)
-        halvings = halvings.to(self.alpha_d.device)[None, :]
-        return tuple(alpha[:, None] * halvings for alpha in (self.alpha_d, self.alpha_r, self.alpha_vth))
+        ladder = halvings(self.timesteps, self.alpha_d.dtype, self.alpha_d.device)[None, :]
+        return tuple(alpha[:, None] * ladder for alpha in (self.alpha_d, self.alpha_r, self.alpha_vth))
 
 
 def _round_up(value: float, bits: int) -> float:
