@@ -10,7 +10,14 @@ import torch
 import mbe
 from mbe.convert.persist import neuron_from_record, neuron_record
 from mbe.neuron import BinaryIdentity, binary_identity, simulate
-from mbe.neuron.ladder import halving_levels, ladder_readout, popcount, significant_bits
+from mbe.neuron.ladder import (
+    halving_levels,
+    ladder_readout,
+    popcount,
+    significant_bits,
+    staggered_form,
+    staggered_readout,
+)
 
 F64 = torch.float64
 CASES = [(1, 1), (1, 4), (3, 8), (8, 16), (16, 8), (32, 4), (8, 20), (8, 29), (8, 30), (4, 32), (2, 40)]
@@ -49,15 +56,66 @@ def reference(neuron, x):
     return res.output, res.spike_counts  # the step-by-step loop itself (a custom spike_fn skips every fast path)
 
 
+def per_basis_args(neuron, dtype=F64):
+    """:func:`ladder_readout`'s arguments for ``neuron`` (the per-basis form, whichever form ``ladder`` picks)."""
+    d, r, vth, weight, bias, offset = neuron.prepared(dtype, torch.device("cpu"))
+    alpha = halving_levels(d, r, vth)
+    top = torch.tensor(2.0**neuron.timesteps - 1, dtype=dtype)
+    return alpha * 2.0 ** (1 - neuron.timesteps), top, weight, bias, offset, neuron.timesteps >= 31
+
+
 @pytest.mark.parametrize("n_basis,timesteps", CASES)
-def test_ladder_readout_is_the_simulation_bit_for_bit(n_basis, timesteps):
+def test_ladder_readouts_are_the_simulation_bit_for_bit(n_basis, timesteps):
     neuron = binary_identity(n_basis, timesteps)
-    ladder = neuron.ladder(F64, torch.device("cpu"))
-    assert ladder is not None
+    readout, args = neuron.ladder(F64, torch.device("cpu"))
+    # staggered for N a power of two up to T = 29. Not for N = 3: w = float32(1/3) has 24 bits, and the sums of
+    # multiples of w q need more than float64 holds; nor from T = 30, where alpha has 53 - T bits and the float32
+    # bias's low bits fall below the unit those sums can hold
+    power_of_two = n_basis & (n_basis - 1) == 0
+    assert (readout is staggered_readout) == (n_basis > 1 and power_of_two and timesteps < 30)
     for x in (change_points(neuron), dense(neuron)):
-        out, counts = ladder_readout(x, *ladder)
         ref_out, ref_counts = reference(neuron, x)
-        assert torch.equal(out, ref_out) and torch.equal(counts, ref_counts)
+        for out, counts in (readout(x, *args), ladder_readout(x, *per_basis_args(neuron))):
+            assert torch.equal(out, ref_out) and torch.equal(counts, ref_counts)
+
+
+def with_offsets(neuron, offsets, weight=None, bias=None):
+    """A copy of the binary identity ``neuron`` with other offsets (and weights or bias)."""
+    params = neuron.parameters_record()
+    params.input_offset = torch.tensor(offsets, dtype=torch.float32)
+    if weight is not None:
+        params.weight = torch.tensor(weight, dtype=torch.float32)
+    if bias is not None:
+        params.bias = torch.tensor(bias, dtype=torch.float32)
+    return BinaryIdentity(params, neuron.timesteps, domain=neuron.domain)
+
+
+def test_the_staggered_form_holds_for_any_spread_below_a_step_and_only_there():
+    """Offsets in any order spread over up to a step less a little (the proof's gap), bit for bit at every change
+    point of every basis; a spread of a full step, unequal weights or a bias whose low bits the readout's sums
+    cannot hold fall back to the per-basis form."""
+    base = binary_identity(4, 8)
+    q = float(base.alpha_d[0]) * 2.0**-7
+    lo = base.domain[0]
+    for spread in (0.0, 0.25, 0.5, 0.99):
+        neuron = with_offsets(base, [lo - spread * q * f for f in (0.3, 1.0, 0.0, 0.6)])
+        readout, args = neuron.ladder(F64, torch.device("cpu"))
+        assert readout is staggered_readout, spread
+        for x in (change_points(neuron), dense(neuron)):
+            ref_out, ref_counts = reference(neuron, x)
+            out, counts = readout(x, *args)
+            assert torch.equal(out, ref_out) and torch.equal(counts, ref_counts), spread
+    cpu = torch.device("cpu")
+    assert with_offsets(base, [lo, lo - 1.01 * q, lo, lo]).ladder(F64, cpu)[0] is ladder_readout  # over a step
+    assert with_offsets(base, [lo] * 4, weight=[0.25, 0.25, 0.25, 0.5]).ladder(F64, cpu)[0] is ladder_readout
+    assert with_offsets(base, [lo] * 4, bias=1 + 2**-23).ladder(F64, cpu)[0] is staggered_readout
+    d, r, vth, weight, bias, offset = base.prepared(F64, cpu)
+    alpha = halving_levels(d, r, vth)
+    fine_bias = torch.tensor(1 + 2**-52, dtype=F64)  # its last bit is below what the sums of multiples of w q hold
+    assert staggered_form(alpha, weight, bias, offset, 8) is not None
+    assert staggered_form(alpha, weight, fine_bias, offset, 8) is None
+    assert staggered_form(alpha, weight, bias, None, 8) is None
+    assert staggered_form(alpha[:1], weight[:1], bias, offset[:1], 8) is None
 
 
 @pytest.mark.slow
@@ -69,11 +127,13 @@ def test_compiled_ladder_readout_is_the_simulation_bit_for_bit(monkeypatch):
     monkeypatch.setenv("MBE_COMPILE", "1")
     for n_basis, timesteps in [(8, 16), (8, 22), (8, 30), (8, 32), (3, 8), (16, 8)]:
         neuron = binary_identity(n_basis, timesteps)
+        forms = (neuron.ladder(F64, torch.device("cpu")), (ladder_readout, per_basis_args(neuron)))
         for x in (change_points(neuron), dense(neuron), dense(neuron, 5)):
-            out, counts = compiled.compiled_ladder_readout(x, *neuron.ladder(F64, x.device))
-            assert compiled.compile_enabled(), compiled._failed
             ref_out, ref_counts = reference(neuron, x)
-            assert torch.equal(out, ref_out) and torch.equal(counts, ref_counts), (n_basis, timesteps)
+            for readout, args in forms:
+                out, counts = compiled.compiled_closed_form(readout, args, x)
+                assert compiled.compile_enabled(), compiled._failed
+                assert torch.equal(out, ref_out) and torch.equal(counts, ref_counts), (n_basis, timesteps, readout)
 
 
 @pytest.mark.parametrize("timesteps", [4, 16, 32])

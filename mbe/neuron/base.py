@@ -17,13 +17,13 @@ from ..stats import SpikeStats
 from . import lookup
 from .compiled import (
     compile_enabled,
-    compiled_ladder_readout,
+    compiled_closed_form,
     compiled_readout,
     compiled_table_readout,
     pad_to_bucket,
 )
 from .functional import NeuronOutput, check_finite, clamp_to_domain, simulate
-from .ladder import halving_levels
+from .ladder import halving_levels, ladder_readout, staggered_form, staggered_readout
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -136,17 +136,23 @@ class SpikingNeuron(nn.Module):
         return self._cached((dtype, device, padded), build)
 
     def ladder(self, dtype: torch.dtype, device: torch.device) -> Optional[tuple]:
-        """``(step, top, weight, bias, input_offset, wide)`` for :func:`mbe.neuron.ladder.ladder_readout` when the
-        neuron's kernels in ``dtype`` are halving ladders whose closed form is exact there
-        (:func:`mbe.neuron.ladder.halving_levels`), else ``None``. Cached (:meth:`_cached`)."""
+        """``(readout, args)`` when the neuron's kernels in ``dtype`` are halving ladders whose closed form is exact
+        there (:func:`mbe.neuron.ladder.halving_levels`): :func:`mbe.neuron.ladder.staggered_readout` where the
+        bases are one ladder at staggered offsets (:func:`mbe.neuron.ladder.staggered_form`), else
+        :func:`mbe.neuron.ladder.ladder_readout`; ``readout(x, *args)`` is the readout. ``None`` for any other
+        neuron. Cached (:meth:`_cached`)."""
 
         def build():
             d, r, vth, weight, bias, offset = self.prepared(dtype, device)
             alpha = halving_levels(d, r, vth)
             if alpha is None:
                 return None
+            wide = self.timesteps >= 31
+            staggered = staggered_form(alpha, weight, bias, offset, self.timesteps)
+            if staggered is not None:
+                return staggered_readout, (*staggered, wide)
             top = torch.tensor(2.0**self.timesteps - 1, dtype=dtype, device=device)
-            return alpha * 2.0 ** (1 - self.timesteps), top, weight, bias, offset, self.timesteps >= 31
+            return ladder_readout, (alpha * 2.0 ** (1 - self.timesteps), top, weight, bias, offset, wide)
 
         return self._cached(("ladder", dtype, device), build)
 
@@ -194,7 +200,7 @@ class SpikingNeuron(nn.Module):
             ladder = self.ladder(x.dtype, x.device)
             table = None if ladder is not None else self._table_for(x)
             if ladder is not None:
-                out, counts = compiled_ladder_readout(x, *ladder)
+                out, counts = compiled_closed_form(*ladder, x)
             elif table is not None:
                 out, counts = compiled_table_readout(x, table, *self.prepared(x.dtype, x.device, padded))
             else:

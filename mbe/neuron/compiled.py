@@ -16,7 +16,7 @@ microseconds of guards and launch, where the eager loop costs ``3 T`` tensor ops
 key compiles (seconds; Inductor's on-disk cache makes later processes faster). If compiling fails (no C++
 compiler, an unsupported platform) the path warns once and falls back to eager for the rest of the process.
 Set ``MBE_COMPILE=0`` to turn it off. :func:`compiled_table_readout` does the same for the exact table
-readout (:mod:`mbe.neuron.lookup`), :func:`compiled_ladder_readout` for the closed form of halving-ladder
+readout (:mod:`mbe.neuron.lookup`), :func:`compiled_closed_form` for the closed forms of halving-ladder
 neurons (:mod:`mbe.neuron.ladder`).
 """
 
@@ -30,7 +30,6 @@ import torch
 from torch import Tensor
 
 from .functional import readout, readout_per_basis
-from .ladder import ladder_readout
 from .lookup import LookupTable, table_readout
 
 #: inputs are padded up to this many elements (their results are dropped): dynamic shapes
@@ -39,7 +38,7 @@ MIN_PADDED = 8
 
 _compiled = None
 _compiled_table = None
-_compiled_ladder = None
+_compiled_forms: dict = {}
 _failed: Optional[str] = None
 
 
@@ -62,11 +61,15 @@ def _table_fn():
     return _compiled_table
 
 
-def _ladder_fn():
-    global _compiled_ladder
-    if _compiled_ladder is None:
-        _compiled_ladder = torch.compile(ladder_readout, dynamic=True)
-    return _compiled_ladder
+def _form_fn(readout_fn):
+    """A builder of ``readout_fn`` compiled (one per function, built on first use)."""
+
+    def build():
+        if readout_fn not in _compiled_forms:
+            _compiled_forms[readout_fn] = torch.compile(readout_fn, dynamic=True)
+        return _compiled_forms[readout_fn]
+
+    return build
 
 
 def _bucket(n: int, least: int) -> int:
@@ -155,15 +158,12 @@ def compiled_readout(
     return out[:numel].view(x.shape), counts[:numel].view(x.shape)
 
 
-def compiled_ladder_readout(
-    x: Tensor, step: Tensor, top: Tensor, weight: Tensor, bias: Tensor, input_offset: Optional[Tensor], wide: bool
-) -> tuple[Tensor, Tensor]:
-    """:func:`mbe.neuron.ladder.ladder_readout` (same contract, same numbers) through ``torch.compile`` when
-    compiling is on and ``x`` is on the CPU, eagerly otherwise; inputs of any size."""
-    if not compile_enabled() or x.is_cuda:
-        return ladder_readout(x, step, top, weight, bias, input_offset, wide)
+def compiled_closed_form(readout_fn, args: tuple, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``readout_fn(x, *args)`` (a closed form of :mod:`mbe.neuron.ladder`, as
+    :meth:`~mbe.neuron.base.SpikingNeuron.ladder` returns it; same numbers either way) through ``torch.compile``
+    when compiling is on and ``x`` is on the CPU, eagerly otherwise; inputs of any size."""
     numel = x.numel()
-    if numel == 0:
-        return torch.zeros_like(x) + bias, torch.zeros_like(x)
-    out, counts = _run(_ladder_fn, ladder_readout, _pad(x), step, top, weight, bias, input_offset, wide)
+    if not compile_enabled() or x.is_cuda or numel == 0:
+        return readout_fn(x, *args)
+    out, counts = _run(_form_fn(readout_fn), readout_fn, _pad(x), *args)
     return out[:numel].view(x.shape), counts[:numel].view(x.shape)

@@ -26,19 +26,50 @@ bits, when (:func:`halving_levels`) every :math:`K_n[t]` is exactly :math:`\alph
   true :math:`u_0/q_n` (also a division compiled as a multiplication by the reciprocal);
 - the readout :math:`b + w_0 o_0 + w_1 o_1 + \dots` is accumulated in the same order with the same operations.
 
-``tests/test_ladder.py`` checks it at every change point, the floats beside it, the domain ends and dense random
-inputs, eager and compiled.
+**Staggered bases** (:func:`staggered_form`, :func:`staggered_readout`). :func:`~mbe.neuron.binary_identity`'s bases
+share one level and one weight and differ only in their offsets, spread over less than one step :math:`q`. Then,
+with :math:`r` the basis of the largest offset, every :math:`m_n` is :math:`m_r` or :math:`m_r + 1`, so one quotient
+and one comparison per basis give them all:
+
+.. math::
+    k_n = [\,m_r < M\,]\,[\,\mathrm{fl}(x - c_n) \ge (m_r + 1) q\,],\qquad K = \sum_n k_n,\qquad
+    \hat f = b + (w q) (N m_r + K),\qquad
+    \text{count} = (N - K)\,\mathrm{popcount}(m_r) + K\,\mathrm{popcount}(m_r + 1).
+
+Bit for bit the simulation when (checked by :func:`staggered_form` in exact rational arithmetic):
+
+- the offsets' spread :math:`\Delta = c_r - \min_n c_n` leaves a gap :math:`g = q - \Delta` of at least one ulp of
+  :math:`(M + 2) q`. Then :math:`\mathrm{fl}(x - c_r) < (m_r + 1) q` (a representable bound) gives
+  :math:`x - c_r < (m_r + 1) q` (rounding is monotone), so :math:`x - c_n < (m_r + 2) q - g` and its rounding stays
+  below :math:`(m_r + 2) q`; and :math:`x - c_n \ge x - c_r` gives :math:`m_n \ge m_r`. The clamps: :math:`m_r = M`
+  forces :math:`m_n = M`; :math:`\mathrm{fl}(x - c_r) < 0` gives :math:`m_r = 0` and the same bound with
+  :math:`m_r + 1 = 1`;
+- every term :math:`w\,m_n q` and every partial sum of the readout is exact: all are integer multiples of the unit
+  :math:`E`, the smaller lowest set bit of :math:`b` and :math:`w q`, and :math:`|b| + N |w| M q < 2^p E`. Then the
+  readout is the exact sum in any order, and :math:`(w q)(N m_r + K)` and its sum with :math:`b` are exact too.
+
+``tests/test_ladder.py`` checks both forms at every change point, the floats beside it, the domain ends and dense
+random inputs, eager and compiled.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["halvings", "significant_bits", "halving_levels", "ladder_readout", "popcount"]
+__all__ = [
+    "halvings",
+    "significant_bits",
+    "halving_levels",
+    "ladder_readout",
+    "popcount",
+    "staggered_form",
+    "staggered_readout",
+]
 
 
 def halvings(timesteps: int, dtype: torch.dtype, device=None) -> Tensor:
@@ -65,7 +96,7 @@ def halving_levels(d: Tensor, r: Tensor, vth: Tensor) -> Optional[Tensor]:
     if not torch.equal(d, alpha[:, None] * halvings(timesteps, d.dtype, d.device)[None, :]):
         return None
     info = torch.finfo(d.dtype)
-    precision = int(round(-math.log2(info.eps))) + 1  # 24 for float32, 53 for float64
+    precision = _precision(d.dtype)
     smallest = float(alpha.min()) * 2.0 ** (1 - timesteps)
     if smallest < info.tiny or any(significant_bits(a) + timesteps > precision for a in alpha.tolist()):
         return None
@@ -107,11 +138,97 @@ def ladder_readout(
     out = torch.zeros_like(x) + bias
     for n in range(step.shape[0]):
         u = x - input_offset[n] if input_offset is not None else x
-        q = step[n]
-        m = torch.floor(torch.minimum(torch.clamp(u / q, min=0.0), top))
-        m = m - (m * q > u).to(x.dtype)
-        m = m + ((m + 1) * q <= u).to(x.dtype)
-        m = torch.minimum(torch.clamp(m, min=0.0), top)
-        out = out + weight[n] * (m * q)
+        m = _quotient(u, step[n], top)
+        out = out + weight[n] * (m * step[n])
         counts = counts + popcount(m.to(counts.dtype))
+    return out, counts.to(x.dtype)
+
+
+def _quotient(u: Tensor, q: Tensor, top: Tensor) -> Tensor:
+    """:math:`\min(M, \max(0, \lfloor u / q \rfloor))` exactly (a rounded quotient corrected by one step
+    either way with exact products; module docstring)."""
+    m = torch.floor(torch.minimum(torch.clamp(u / q, min=0.0), top))
+    m = m - (m * q > u).to(u.dtype)
+    m = m + ((m + 1) * q <= u).to(u.dtype)
+    return torch.minimum(torch.clamp(m, min=0.0), top)
+
+
+def _lowest_bit(v: Fraction) -> Fraction:
+    """The lowest set bit of a nonzero dyadic rational (a float's value)."""
+    num = abs(v.numerator)
+    return Fraction(num & -num, v.denominator)
+
+
+def _fits(v: Fraction, dtype: torch.dtype) -> bool:
+    """Whether the dyadic rational ``v`` is a normal number of ``dtype`` (or zero), exactly."""
+    if v == 0:
+        return True
+    info = torch.finfo(dtype)
+    odd = abs(v.numerator) // (abs(v.numerator) & -abs(v.numerator))
+    return odd.bit_length() <= _precision(dtype) and info.tiny <= abs(v) <= info.max
+
+
+def _precision(dtype: torch.dtype) -> int:
+    """Significand bits of a float dtype (24 for float32, 53 for float64)."""
+    return int(round(-math.log2(torch.finfo(dtype).eps))) + 1
+
+
+def staggered_form(
+    alpha: Tensor, weight: Tensor, bias: Tensor, input_offset: Optional[Tensor], timesteps: int
+) -> Optional[tuple[Tensor, ...]]:
+    """``(step, top, scale, bias, reference, others)`` for :func:`staggered_readout` when the halving ladders of
+    levels ``alpha [N]`` (from :func:`halving_levels`, in the compute dtype, like ``weight [N]``, ``bias []`` and
+    ``input_offset [N]``) share one level and one weight and their offsets are spread over less than a step, so
+    that the staggered form is the simulation bit for bit (module docstring; checked in exact rational
+    arithmetic); else ``None``. ``reference`` is the largest offset, ``others`` the rest ``[N - 1]``."""
+    n_basis = alpha.shape[0]
+    if input_offset is None or n_basis < 2:
+        return None
+    if not (bool((alpha == alpha[0]).all()) and bool((weight == weight[0]).all())):
+        return None
+    if not (torch.isfinite(bias).all() and torch.isfinite(weight).all() and torch.isfinite(input_offset).all()):
+        return None
+    dtype = alpha.dtype
+    q = Fraction(float(alpha[0])) * Fraction(2) ** (1 - timesteps)
+    top = 2**timesteps - 1
+    offsets = [Fraction(v) for v in input_offset.tolist()]
+    ref = max(range(n_basis), key=offsets.__getitem__)
+    gap = q - (offsets[ref] - min(offsets))
+    mantissa, exponent = math.frexp(float((top + 2) * q))  # rounding up only overestimates the ulp
+    if gap <= 0 or gap < Fraction(2) ** (exponent - _precision(dtype)):
+        return None
+    w, b = Fraction(float(weight[0])), Fraction(float(bias))
+    wq = w * q
+    if wq == 0 or not _fits(wq, dtype):
+        return None
+    unit = min(_lowest_bit(v) for v in (b, wq) if v != 0)
+    if abs(b) + n_basis * abs(wq) * top >= 2 ** _precision(dtype) * unit:
+        return None
+    others = torch.cat([input_offset[:ref], input_offset[ref + 1 :]])
+    scalar = lambda v: torch.tensor(float(v), dtype=dtype, device=alpha.device)  # noqa: E731
+    return scalar(q), scalar(top), scalar(wq), bias, input_offset[ref], others
+
+
+def staggered_readout(
+    x: Tensor, step: Tensor, top: Tensor, scale: Tensor, bias: Tensor, reference: Tensor, others: Tensor, wide: bool
+) -> tuple[Tensor, Tensor]:
+    """Decoded output and spike counts of ``N`` staggered halving ladders (module docstring), the same numbers as
+    :func:`ladder_readout` and the simulation for neurons that pass :func:`staggered_form`: one quotient and one
+    comparison per basis.
+
+    Shapes: ``x [...]``; ``step`` (:math:`q`), ``top`` (:math:`M`), ``scale`` (:math:`w q`), ``bias``, ``reference``
+    (:math:`c_r`) scalars and ``others [N - 1]`` (the other offsets), all in ``x``'s dtype; ``wide`` as in
+    :func:`ladder_readout`. Returns ``(output [...], counts [...])``.
+    """
+    m = _quotient(x - reference, step, top)
+    above = (m + 1) * step
+    int_dtype = torch.int64 if wide else torch.int32
+    k = torch.zeros_like(x, dtype=int_dtype)
+    for n in range(others.shape[0]):
+        k = k + (x - others[n] >= above).to(int_dtype)
+    k = k * (m < top).to(int_dtype)
+    n_basis = others.shape[0] + 1
+    out = bias + scale * (n_basis * m + k.to(x.dtype))
+    whole = m.to(int_dtype)
+    counts = (n_basis - k) * popcount(whole) + k * popcount(whole + 1)
     return out, counts.to(x.dtype)
