@@ -131,7 +131,7 @@ def test_compiled_ladder_readout_is_the_simulation_bit_for_bit(monkeypatch):
         for x in (change_points(neuron), dense(neuron), dense(neuron, 5)):
             ref_out, ref_counts = reference(neuron, x)
             for readout, args in forms:
-                out, counts = compiled.compiled_closed_form(readout, args, x)
+                out, counts = compiled.compiled_elementwise(readout, x, *args)
                 assert compiled.compile_enabled(), compiled._failed
                 assert torch.equal(out, ref_out) and torch.equal(counts, ref_counts), (n_basis, timesteps, readout)
 

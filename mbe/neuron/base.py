@@ -17,7 +17,7 @@ from ..stats import SpikeStats
 from . import lookup
 from .compiled import (
     compile_enabled,
-    compiled_closed_form,
+    compiled_elementwise,
     compiled_readout,
     compiled_table_readout,
     pad_to_bucket,
@@ -200,7 +200,7 @@ class SpikingNeuron(nn.Module):
             ladder = self.ladder(x.dtype, x.device)
             table = None if ladder is not None else self._table_for(x)
             if ladder is not None:
-                out, counts = compiled_closed_form(*ladder, x)
+                out, counts = compiled_elementwise(ladder[0], x, *ladder[1])
             elif table is not None:
                 out, counts = compiled_table_readout(x, table, *self.prepared(x.dtype, x.device, padded))
             else:

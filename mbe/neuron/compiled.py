@@ -16,7 +16,7 @@ microseconds of guards and launch, where the eager loop costs ``3 T`` tensor ops
 key compiles (seconds; Inductor's on-disk cache makes later processes faster). If compiling fails (no C++
 compiler, an unsupported platform) the path warns once and falls back to eager for the rest of the process.
 Set ``MBE_COMPILE=0`` to turn it off. :func:`compiled_table_readout` does the same for the exact table
-readout (:mod:`mbe.neuron.lookup`), :func:`compiled_closed_form` for the closed forms of halving-ladder
+readout (:mod:`mbe.neuron.lookup`), :func:`compiled_elementwise` for the closed forms of halving-ladder
 neurons (:mod:`mbe.neuron.ladder`).
 """
 
@@ -158,12 +158,13 @@ def compiled_readout(
     return out[:numel].view(x.shape), counts[:numel].view(x.shape)
 
 
-def compiled_closed_form(readout_fn, args: tuple, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``readout_fn(x, *args)`` (a closed form of :mod:`mbe.neuron.ladder`, as
-    :meth:`~mbe.neuron.base.SpikingNeuron.ladder` returns it; same numbers either way) through ``torch.compile``
-    when compiling is on and ``x`` is on the CPU, eagerly otherwise; inputs of any size."""
+def compiled_elementwise(fn, x: Tensor, *args) -> tuple[Tensor, Tensor]:
+    """``fn(x, *args)`` for an elementwise ``fn`` that returns two tensors shaped like ``x`` (a closed form of
+    :mod:`mbe.neuron.ladder` as :meth:`~mbe.neuron.base.SpikingNeuron.ladder` returns it, or an operator's fused
+    encoding around one), through ``torch.compile`` when compiling is on and ``x`` is on the CPU (one graph per
+    ``fn``; element counts dynamic), eagerly otherwise; the same numbers either way; inputs of any size."""
     numel = x.numel()
     if not compile_enabled() or x.is_cuda or numel == 0:
-        return readout_fn(x, *args)
-    out, counts = _run(_form_fn(readout_fn), readout_fn, _pad(x), *args)
+        return fn(x, *args)
+    out, counts = _run(_form_fn(fn), fn, _pad(x), *args)
     return out[:numel].view(x.shape), counts[:numel].view(x.shape)

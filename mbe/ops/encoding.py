@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..neuron.base import DomainWarning, SpikingNeuron, validate_counts
+from ..neuron.compiled import compiled_elementwise
 from ..neuron.functional import check_finite
 from ..neuron.mbe import MBENeuron
 from ..stats import OpStats
@@ -165,6 +166,15 @@ class Encoded:
         return self.spikes * self.gain
 
 
+def decode_closed_form(x: Tensor, mid: Tensor, half: Tensor, readout_fn, args: tuple) -> tuple[Tensor, Tensor]:
+    """Decoded value and spike count of every element of ``x`` encoded over the range of midpoint ``mid`` and
+    half-width ``half`` (0-d float64) by an identity neuron read in closed form (``readout_fn(z, *args)``, as
+    :meth:`~mbe.neuron.base.SpikingNeuron.ladder` gives it): :math:`\hat x = m + h\,\mathrm{readout}((x - m) / h)`,
+    the same operations as :func:`encode`'s steps, so one compiled pass gives the same numbers."""
+    out, counts = readout_fn((x.to(torch.float64) - mid) / half, *args)
+    return mid + half * out, counts
+
+
 def encode(
     x: Tensor,
     rng: tuple[float, float],
@@ -190,28 +200,38 @@ def encode(
     neuron = pick_neuron("identity", timesteps, n_basis, neurons)
     lo, hi = rng
     mid, half = (lo + hi) / 2, (hi - lo) / 2
-    z = (x.double() - mid) / half
-    z_min, z_max = torch.stack(torch.aminmax(z)).tolist() if z.numel() else (0.0, 0.0)  # one reduction, one sync
+    # z = (x - mid) / half is non-decreasing in x, so its extremes are those of x mapped: one reduction, one sync
+    x_min, x_max = torch.stack(torch.aminmax(x.detach())).tolist() if x.numel() else (mid, mid)
+    z_min, z_max = (x_min - mid) / half, (x_max - mid) / half  # Python floats: the same IEEE double operations
     if not (math.isfinite(z_min) and math.isfinite(z_max)):
         check_finite(x, "spiking operand")  # NaN or inf: raises, naming how many
+    dtype = torch.float64
     in_tail = z_min < -1 or z_max > 1
-    if in_tail:  # headroom: z = shift + gain * z', z' in [-1, 1] (see the module docstring)
-        beyond = z.abs() > 1
-        shift = torch.where(beyond, torch.sign(z) * (1 + HEADROOM), 0.0)
-        gain = torch.where(beyond, HEADROOM, 1.0).to(z.dtype)
-        z = (z - shift) / gain
-    res, clamped = neuron.evaluate(z, return_spikes=return_spikes)
-    dtype = res.output.dtype
-    d, _, _, weight, bias, _ = neuron.prepared(dtype, z.device)  # cached kernels in the compute dtype
+    form = None if (return_spikes or in_tail) else neuron.ladder(dtype, x.device)
+    d, _, _, weight, bias, _ = neuron.prepared(dtype, x.device)  # cached kernels in the compute dtype
     intensity = (half * weight[:, None] * d).reshape(-1)
-    spikes = res.spikes.reshape(-1, *x.shape) if res.spikes is not None else None
-    if in_tail:
-        decoded = mid + half * (shift + gain * res.output)
-        const = mid + half * (shift + gain * bias.to(dtype))
+    if form is not None and neuron.domain[0] <= z_min and z_max <= neuron.domain[1]:
+        # scale, closed-form readout and decode in one compiled pass over x: the numbers of the steps below
+        scalars = (torch.tensor(v, dtype=dtype, device=x.device) for v in (mid, half))
+        decoded, counts = compiled_elementwise(decode_closed_form, x, *scalars, *form)
+        spikes, clamped, gain = None, 0, torch.ones((), dtype=dtype)
+        const = mid + half * bias
     else:
-        gain = torch.ones((), dtype=dtype)
-        decoded, const = mid + half * res.output, mid + half * bias.to(dtype)
-    counts = res.spike_counts
+        z = (x.to(dtype) - mid) / half
+        if in_tail:  # headroom: z = shift + gain * z', z' in [-1, 1] (see the module docstring)
+            beyond = z.abs() > 1
+            shift = torch.where(beyond, torch.sign(z) * (1 + HEADROOM), 0.0)
+            gain = torch.where(beyond, HEADROOM, 1.0).to(dtype)
+            z = (z - shift) / gain
+        res, clamped = neuron.evaluate(z, return_spikes=return_spikes)
+        spikes = res.spikes.reshape(-1, *x.shape) if res.spikes is not None else None
+        if in_tail:
+            decoded = mid + half * (shift + gain * res.output)
+            const = mid + half * (shift + gain * bias)
+        else:
+            gain = torch.ones((), dtype=dtype)
+            decoded, const = mid + half * res.output, mid + half * bias
+        counts = res.spike_counts
     if silent_zeros:
         keep = (x != 0).to(dtype)
         decoded, counts, const = decoded * keep, counts * keep, const * keep
