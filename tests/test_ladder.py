@@ -191,3 +191,29 @@ def test_a_saved_binary_identity_loads_as_one():
     loaded = neuron_from_record(neuron_record(neuron))
     assert type(loaded) is BinaryIdentity and loaded.timesteps == 16
     assert all(torch.equal(a, b) for a, b in zip(loaded.kernels(), neuron.kernels(), strict=True))
+
+
+def step_by_step_encoding(x, rng, timesteps):
+    """What :func:`mbe.ops.encoding.encode` computes, op by op: scale, simulate the identity neuron, decode."""
+    neuron = binary_identity(8, timesteps)
+    mid, half = (rng[0] + rng[1]) / 2, (rng[1] - rng[0]) / 2
+    out, counts = reference(neuron, (x.double() - mid) / half)
+    return mid + half * out, counts
+
+
+@pytest.mark.parametrize("compile_on", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_encode_in_one_pass_is_the_step_by_step_encoding(compile_on, monkeypatch):
+    """Operands inside their range take encode's fused pass (scale, closed form, decode); bit for bit what the
+    steps give, float32 and float64 operands, staggered (T=8, 16) and per-basis (T=32) forms, odd sizes."""
+    from mbe.ops.encoding import encode
+
+    monkeypatch.setenv("MBE_COMPILE", "1" if compile_on else "0")
+    gen = torch.Generator().manual_seed(3)
+    for timesteps in (8, 16, 32):
+        for dtype, size in ((torch.float32, (3, 257)), (F64, (5,)), (torch.float32, (2, 40_000))):
+            x = (torch.randn(size, generator=gen) * 2).to(dtype)
+            rng = (float(x.min()) - 0.01, float(x.max()) + 0.02)
+            enc = encode(x, rng, timesteps)
+            decoded, counts = step_by_step_encoding(x, rng, timesteps)
+            assert torch.equal(enc.decoded, decoded) and torch.equal(enc.counts, counts), (timesteps, dtype, size)
+            assert enc.clamped == 0 and enc.spikes is None

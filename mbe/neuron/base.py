@@ -150,7 +150,7 @@ class SpikingNeuron(nn.Module):
             wide = self.timesteps >= 31
             staggered = staggered_form(alpha, weight, bias, offset, self.timesteps)
             if staggered is not None:
-                return staggered_readout, (*staggered, wide)
+                return staggered_readout, staggered
             top = torch.tensor(2.0**self.timesteps - 1, dtype=dtype, device=device)
             return ladder_readout, (alpha * 2.0 ** (1 - self.timesteps), top, weight, bias, offset, wide)
 

@@ -210,25 +210,25 @@ def staggered_form(
 
 
 def staggered_readout(
-    x: Tensor, step: Tensor, top: Tensor, scale: Tensor, bias: Tensor, reference: Tensor, others: Tensor, wide: bool
+    x: Tensor, step: Tensor, top: Tensor, scale: Tensor, bias: Tensor, reference: Tensor, others: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Decoded output and spike counts of ``N`` staggered halving ladders (module docstring), the same numbers as
     :func:`ladder_readout` and the simulation for neurons that pass :func:`staggered_form`: one quotient and one
     comparison per basis.
 
     Shapes: ``x [...]``; ``step`` (:math:`q`), ``top`` (:math:`M`), ``scale`` (:math:`w q`), ``bias``, ``reference``
-    (:math:`c_r`) scalars and ``others [N - 1]`` (the other offsets), all in ``x``'s dtype; ``wide`` as in
-    :func:`ladder_readout`. Returns ``(output [...], counts [...])``.
+    (:math:`c_r`) scalars and ``others [N - 1]`` (the other offsets), all in ``x``'s dtype. Returns
+    ``(output [...], counts [...])``. :math:`K` is counted in ``x``'s dtype and the popcounts run in int64: compiled,
+    both stay in the float vectors' width (int32 masks and counts cost a shuffle per conversion, 3x the time).
     """
     m = _quotient(x - reference, step, top)
     above = (m + 1) * step
-    int_dtype = torch.int64 if wide else torch.int32
-    k = torch.zeros_like(x, dtype=int_dtype)
+    k = torch.zeros_like(x)
     for n in range(others.shape[0]):
-        k = k + (x - others[n] >= above).to(int_dtype)
-    k = k * (m < top).to(int_dtype)
+        k = k + (x - others[n] >= above).to(x.dtype)
+    k = torch.where(m < top, k, 0.0)
     n_basis = others.shape[0] + 1
-    out = bias + scale * (n_basis * m + k.to(x.dtype))
-    whole = m.to(int_dtype)
-    counts = (n_basis - k) * popcount(whole) + k * popcount(whole + 1)
-    return out, counts.to(x.dtype)
+    out = bias + scale * (n_basis * m + k)
+    whole = m.to(torch.int64)
+    counts = (n_basis - k) * popcount(whole).to(x.dtype) + k * popcount(whole + 1).to(x.dtype)
+    return out, counts

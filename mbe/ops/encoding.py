@@ -211,9 +211,10 @@ def encode(
     d, _, _, weight, bias, _ = neuron.prepared(dtype, x.device)  # cached kernels in the compute dtype
     intensity = (half * weight[:, None] * d).reshape(-1)
     if form is not None and neuron.domain[0] <= z_min and z_max <= neuron.domain[1]:
-        # scale, closed-form readout and decode in one compiled pass over x: the numbers of the steps below
+        # scale, closed-form readout and decode in one compiled pass over x: the numbers of the steps below. x is
+        # widened first: a float32 input makes Inductor tile the float64 body twice as wide (1.5x the time)
         scalars = (torch.tensor(v, dtype=dtype, device=x.device) for v in (mid, half))
-        decoded, counts = compiled_elementwise(decode_closed_form, x, *scalars, *form)
+        decoded, counts = compiled_elementwise(decode_closed_form, x.to(dtype), *scalars, *form)
         spikes, clamped, gain = None, 0, torch.ones((), dtype=dtype)
         const = mid + half * bias
     else:
