@@ -303,3 +303,22 @@ def test_spiking_max_pool_matches_torch():
     assert torch.allclose(event, ops.spiking_max_pool2d(x, 3, 2, 1, timesteps=8), atol=1e-5)
     with pytest.raises(ValueError, match="expected \\[batch, channels, height, width\\]"):
         ops.spiking_max_pool2d(x[0], 3)
+
+
+def test_times_power_of_two_is_ldexp_bit_for_bit():
+    """The norms' row shifts: ``torch.ldexp`` exactly, for rows of any scale, exponents up to and beyond every
+    dtype's range, zeros, infinities and subnormals."""
+    from mbe.ops.nonlinear import times_power_of_two
+
+    gen = torch.Generator().manual_seed(0)
+    extremes = [-149, -10000, 10000, -150, 149, 150, 127, 128, -126, -127, 0, 1, -1, 24, -24, 1000, -1075, 1075]
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        scales = torch.exp2(torch.randint(-140, 120, (500, 1), generator=gen).float())
+        x = (torch.randn(500, 16, generator=gen) * scales).to(dtype)
+        x[0] = 0
+        x[1, :4] = torch.tensor([float("inf"), -float("inf"), 1e-45, -0.0])
+        e = torch.randint(-300, 300, (500, 1), generator=gen, dtype=torch.int32)
+        e[: len(extremes), 0] = torch.tensor(extremes, dtype=torch.int32)
+        expected, got = torch.ldexp(x, e), times_power_of_two(x, e)
+        assert got.dtype == expected.dtype and torch.equal(got.isnan(), expected.isnan())
+        assert torch.equal(got.nan_to_num(), expected.nan_to_num()), dtype

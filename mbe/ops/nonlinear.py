@@ -31,7 +31,7 @@ from ..functions import get_function
 from ..neuron.base import SpikingNeuron
 from ..neuron.functional import check_finite
 from ..stats import OpStats
-from .encoding import Range, check_args, pick_neuron, resolve_range, run_site_neuron
+from .encoding import Range, check_args, encode, pick_neuron, resolve_range, run_site_neuron
 from .products import DEFAULT_BUDGET_MB, spiking_mul
 
 LOG2E = 1.0 / math.log(2.0)
@@ -220,6 +220,20 @@ def _even_exponent_rsqrt(
     return rs, expo // 2
 
 
+def times_power_of_two(x: Tensor, e: Tensor) -> Tensor:
+    """``torch.ldexp(x, e)`` (:math:`x 2^e` rounded once) for integer exponents ``e`` broadcast along ``x`` (one per
+    row), at the cost of a multiplication: the factors :math:`2^e` are built in float64 on ``e``'s own small shape,
+    the product is exact in float64 for float32, float16 and bfloat16 ``x`` (whatever their exponents; a product
+    below float64's range is below theirs too) and rounded once to ``x``'s dtype. ``torch.ldexp`` itself runs a
+    broadcasting kernel about 15x slower than that; float64 ``x`` keeps it."""
+    if x.dtype == torch.float64 or not x.is_floating_point():
+        return torch.ldexp(x, e)
+    # beyond +-1074 every float32 product over- or underflows as it does at the bound; clamped, 0 * 2^e and
+    # inf * 2^e stay 0 and inf instead of becoming NaN
+    factor = torch.ldexp(torch.ones(e.shape, dtype=torch.float64, device=e.device), e.clamp(-1074, 1023))
+    return (x.to(torch.float64) * factor).to(x.dtype)
+
+
 def _norm_dims(x: Tensor, normalized_shape, what: str) -> tuple[int, ...]:
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if len(shape) == 0 or tuple(x.shape[-len(shape) :]) != shape:
@@ -255,13 +269,15 @@ def _spiking_normalize(
     """
     if row_scaling:
         _, row_e = torch.frexp(v.abs().amax(dims, keepdim=True))
-        v = torch.ldexp(v, -row_e)
+        v = times_power_of_two(v, -row_e)
         eps_row = torch.ldexp(torch.full_like(v.sum(dims, keepdim=True), eps), -2 * row_e)
         rng = (-1.0, 1.0)
     else:
         eps_row = eps
         rng = _symmetric(v, rng_given, f"{name}.input")
     stats, mode, budget_mb, neurons = kw["stats"], kw["mode"], kw["budget_mb"], kw["neurons"]
+    # v is an operand of both products: encoded once (fused mode)
+    encoded_v = encode(v, rng, timesteps, neurons=neurons, silent_zeros=True) if mode == "fused" else None
     # float64 from the squares to the rsqrt neuron, so event and fused feed it the same number
     # silent zeros: an exactly-zero entry (a whole zero row too) contributes exactly 0, as in the ANN
     mean_sq = spiking_mul(
@@ -272,12 +288,13 @@ def _spiking_normalize(
         timesteps=timesteps,
         out_dtype=torch.float64,
         silent_zeros=True,
+        encoded_a=encoded_v,
         **kw,
     ).mean(dims, keepdim=True)
     rs, half_e = _even_exponent_rsqrt(
         mean_sq + eps_row, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode, budget_mb, neurons
     )
-    return torch.ldexp(
+    return times_power_of_two(
         spiking_mul(
             v,
             rs,
@@ -286,6 +303,7 @@ def _spiking_normalize(
             timesteps=timesteps,
             out_dtype=v.dtype,
             silent_zeros=True,
+            encoded_a=encoded_v,
             **kw,
         ),
         -half_e,

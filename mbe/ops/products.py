@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..neuron.base import SpikingNeuron
 from ..stats import OpStats
-from .encoding import Range, check_args, encode, resolve_range, warn_saturation
+from .encoding import Encoded, Range, check_args, encode, resolve_range, warn_saturation
 
 DEFAULT_BUDGET_MB = 256.0
 
@@ -66,6 +66,7 @@ def spiking_mul(
     neurons: Optional[Mapping[str, SpikingNeuron]] = None,
     out_dtype: Optional[torch.dtype] = None,
     silent_zeros: bool = False,
+    encoded_a: Optional[Encoded] = None,
 ) -> Tensor:
     """Elementwise spiking product ``a * b`` (broadcasting like ``torch.mul``).
 
@@ -82,6 +83,9 @@ def spiking_mul(
         out_dtype: result dtype (default: the operands' promoted dtype; the arithmetic is float64).
         silent_zeros: exact zeros in either operand emit no spikes and decode to exactly 0, so their
             products are exactly 0 (e.g. an all-zero row into a norm).
+        encoded_a: ``encode(a, ranges[0], timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)``
+            from the caller, so that an operand of several products is encoded once (fused mode; event mode
+            encodes as usual). The caller keeps it consistent with ``a`` and the arguments.
     Returns:
         tensor of the broadcast shape.
     """
@@ -93,7 +97,7 @@ def spiking_mul(
     ra = resolve_range(a, ranges[0], f"{name}.a")
     rb = resolve_range(b, ranges[1], f"{name}.b")
     if mode == "fused":
-        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
+        ea = encoded_a or encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
         eb = (
             ea
             if (b is a and rb == ra)
