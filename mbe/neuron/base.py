@@ -147,11 +147,11 @@ class SpikingNeuron(nn.Module):
             alpha = halving_levels(d, r, vth)
             if alpha is None:
                 return None
-            wide = self.timesteps >= 31
             staggered = staggered_form(alpha, weight, bias, offset, self.timesteps)
             if staggered is not None:
                 return staggered_readout, staggered
             top = torch.tensor(2.0**self.timesteps - 1, dtype=dtype, device=device)
+            wide = self.timesteps >= 31  # spike counts in int64 from T = 31 on
             return ladder_readout, (alpha * 2.0 ** (1 - self.timesteps), top, weight, bias, offset, wide)
 
         return self._cached(("ladder", dtype, device), build)

@@ -194,7 +194,7 @@ def staggered_form(
     offsets = [Fraction(v) for v in input_offset.tolist()]
     ref = max(range(n_basis), key=offsets.__getitem__)
     gap = q - (offsets[ref] - min(offsets))
-    mantissa, exponent = math.frexp(float((top + 2) * q))  # rounding up only overestimates the ulp
+    _, exponent = math.frexp(float((top + 2) * q))  # rounding up only overestimates the ulp
     if gap <= 0 or gap < Fraction(2) ** (exponent - _precision(dtype)):
         return None
     w, b = Fraction(float(weight[0])), Fraction(float(bias))
