@@ -164,8 +164,8 @@ def _fits(v: Fraction, dtype: torch.dtype) -> bool:
     if v == 0:
         return True
     info = torch.finfo(dtype)
-    odd = abs(v.numerator) // (abs(v.numerator) & -abs(v.numerator))
-    return odd.bit_length() <= _precision(dtype) and info.tiny <= abs(v) <= info.max
+    odd = abs(v) / _lowest_bit(v)  # the significand as an odd integer
+    return odd.numerator.bit_length() <= _precision(dtype) and info.tiny <= abs(v) <= info.max
 
 
 def _precision(dtype: torch.dtype) -> int:
