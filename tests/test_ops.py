@@ -322,3 +322,66 @@ def test_times_power_of_two_is_ldexp_bit_for_bit():
         expected, got = torch.ldexp(x, e), times_power_of_two(x, e)
         assert got.dtype == expected.dtype and torch.equal(got.isnan(), expected.isnan())
         assert torch.equal(got.nan_to_num(), expected.nan_to_num()), dtype
+
+
+# ---------------------------------------------------------------- one pass == step by step
+@pytest.mark.parametrize("compile_on", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_mul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compile_on):
+    """Fused mode with both operands inside their ranges runs one pass (``closed_form_product``; ``encode`` is not
+    called); its product and statistics are those of encoding each operand and multiplying, bit for bit."""
+    from mbe.ops import products
+    from mbe.ops.encoding import encode
+
+    monkeypatch.setenv("MBE_COMPILE", "1" if compile_on else "0")
+
+    def no_encode(*args, **kw):
+        raise AssertionError("the one-pass product encoded an operand step by step")
+
+    a = torch.randn(6, 5, 33, generator=gen)
+    cases = [  # (a, b, ranges)
+        (a, torch.rand(6, 5, 1, generator=gen) + 0.5, ((-5.0, 5.0), (0.5, 1.5))),
+        (a, a.flip(0) * 0.5, ((-5.0, 5.0), (-3.0, 3.0))),
+        (a, a, ((-5.0, 5.0), (-5.0, 5.0))),  # a square: one operand's statistics
+        (torch.rand(7, generator=gen), torch.rand(3, 1, generator=gen), ((0.0, 1.0), (-1.0, 2.0))),
+    ]
+    a_zeros = a.clone()
+    a_zeros[0, :2] = 0.0
+    cases.append((a_zeros, a_zeros, ((-5.0, 5.0), (-5.0, 5.0))))
+    for timesteps in (8, 16):
+        for dtype in (torch.float32, torch.float64):
+            for a, b, ranges in cases:
+                a, b = a.to(dtype), (a.to(dtype) if b is a else b.to(dtype))
+                for silent in (False, True):
+                    stats = ops.OpStats()
+                    with monkeypatch.context() as m:
+                        m.setattr(products, "encode", no_encode)
+                        out = ops.spiking_mul(
+                            a, b, timesteps=timesteps, ranges=ranges, stats=stats, silent_zeros=silent
+                        )
+                    ea = encode(a, ranges[0], timesteps, silent_zeros=silent)
+                    eb = encode(b, ranges[1], timesteps, silent_zeros=silent)
+                    assert torch.equal(out, (ea.decoded * eb.decoded).to(dtype)) and out.dtype == dtype
+                    assert stats.sites["mul.a"].spikes == int(ea.counts.sum()) > 0
+                    assert ("mul.b" in stats.sites) == (b is not a)
+                    if b is not a:
+                        assert stats.sites["mul.b"].spikes == int(eb.counts.sum())
+                    assert stats.sites["mul.a"].sops == int((ea.counts.double() * eb.counts.double()).sum())
+                    assert stats.sites["mul.a"].clamped == 0
+
+
+def test_mul_beyond_its_range_falls_back_to_the_step_by_step_encoding(gen):
+    """An operand beyond its range (headroom tail) or beyond the tails (clamped) leaves the one-pass product to the
+    step-by-step encoding: the same numbers as encoding each operand, and the clamp counted."""
+    from mbe.ops.encoding import encode
+
+    a = torch.randn(4, 9, generator=gen) * 3
+    b = torch.rand(4, 1, generator=gen) + 0.5
+    for ranges in (((-1.0, 1.0), (0.5, 1.5)), ((-0.1, 0.1), (0.5, 1.5))):
+        stats = ops.OpStats()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = ops.spiking_mul(a, b, ranges=ranges, stats=stats)
+            ea, eb = encode(a, ranges[0], 16), encode(b, ranges[1], 16)
+        assert torch.equal(out, (ea.decoded * eb.decoded).float())
+        assert stats.sites["mul.a"].clamped == ea.clamped
+    assert ea.clamped > 0  # the narrow range clamps some

@@ -158,6 +158,15 @@ def compiled_readout(
     return out[:numel].view(x.shape), counts[:numel].view(x.shape)
 
 
+def compiled_call(fn, *args):
+    """``fn(*args)`` through ``torch.compile`` (one graph per ``fn``; sizes dynamic, broadcasting kept: the tensors
+    are not flattened) when compiling is on and no argument is on the GPU, eagerly otherwise; the same numbers
+    either way. For an operator's whole fused pass (e.g. :func:`mbe.ops.products.closed_form_product`)."""
+    if not compile_enabled() or any(isinstance(a, Tensor) and a.is_cuda for a in args):
+        return fn(*args)
+    return _run(_form_fn(fn), fn, *args)
+
+
 def compiled_elementwise(fn, x: Tensor, *args) -> tuple[Tensor, Tensor]:
     """``fn(x, *args)`` for an elementwise ``fn`` that returns two tensors shaped like ``x`` (a closed form of
     :mod:`mbe.neuron.ladder` as :meth:`~mbe.neuron.base.SpikingNeuron.ladder` returns it, or an operator's fused

@@ -166,8 +166,21 @@ class Encoded:
         return self.spikes * self.gain
 
 
+def in_closed_form(neuron: SpikingNeuron, z_min: float, z_max: float) -> bool:
+    """Whether an operand whose scaled values ``z`` span ``[z_min, z_max]`` is encoded by the plain readout: inside
+    ``[-1, 1]`` (no headroom tail) and inside the identity neuron's domain (nothing clamped). False for NaN."""
+    return -1 <= z_min and z_max <= 1 and neuron.domain[0] <= z_min and z_max <= neuron.domain[1]
+
+
+def range_scalars(rng: tuple[float, float], device) -> tuple[Tensor, Tensor]:
+    """The range's midpoint and half-width as 0-d float64 tensors (what :func:`decode_closed_form` takes), computed
+    as :func:`encode` computes them."""
+    lo, hi = rng
+    return tuple(torch.tensor(v, dtype=torch.float64, device=device) for v in ((lo + hi) / 2, (hi - lo) / 2))
+
+
 def decode_closed_form(x: Tensor, mid: Tensor, half: Tensor, readout_fn, args: tuple) -> tuple[Tensor, Tensor]:
-    """Decoded value and spike count of every element of ``x`` encoded over the range of midpoint ``mid`` and
+    r"""Decoded value and spike count of every element of ``x`` encoded over the range of midpoint ``mid`` and
     half-width ``half`` (0-d float64) by an identity neuron read in closed form (``readout_fn(z, *args)``, as
     :meth:`~mbe.neuron.base.SpikingNeuron.ladder` gives it): :math:`\hat x = m + h\,\mathrm{readout}((x - m) / h)`,
     the same operations as :func:`encode`'s steps, so one compiled pass gives the same numbers."""
@@ -207,14 +220,13 @@ def encode(
         check_finite(x, "spiking operand")  # NaN or inf: raises, naming how many
     dtype = torch.float64
     in_tail = z_min < -1 or z_max > 1
-    form = None if (return_spikes or in_tail) else neuron.ladder(dtype, x.device)
+    form = neuron.ladder(dtype, x.device) if not return_spikes and in_closed_form(neuron, z_min, z_max) else None
     d, _, _, weight, bias, _ = neuron.prepared(dtype, x.device)  # cached kernels in the compute dtype
     intensity = (half * weight[:, None] * d).reshape(-1)
-    if form is not None and neuron.domain[0] <= z_min and z_max <= neuron.domain[1]:
+    if form is not None:
         # scale, closed-form readout and decode in one compiled pass over x: the numbers of the steps below. x is
         # widened first: a float32 input makes Inductor tile the float64 body twice as wide (1.5x the time)
-        scalars = (torch.tensor(v, dtype=dtype, device=x.device) for v in (mid, half))
-        decoded, counts = compiled_elementwise(decode_closed_form, x.to(dtype), *scalars, *form)
+        decoded, counts = compiled_elementwise(decode_closed_form, x.to(dtype), *range_scalars(rng, x.device), *form)
         spikes, clamped, gain = None, 0, torch.ones((), dtype=dtype)
         const = mid + half * bias
     else:

@@ -31,7 +31,7 @@ from ..functions import get_function
 from ..neuron.base import SpikingNeuron
 from ..neuron.functional import check_finite
 from ..stats import OpStats
-from .encoding import Range, check_args, encode, pick_neuron, resolve_range, run_site_neuron
+from .encoding import Range, check_args, pick_neuron, resolve_range, run_site_neuron
 from .products import DEFAULT_BUDGET_MB, spiking_mul
 
 LOG2E = 1.0 / math.log(2.0)
@@ -276,8 +276,6 @@ def _spiking_normalize(
         eps_row = eps
         rng = _symmetric(v, rng_given, f"{name}.input")
     stats, mode, budget_mb, neurons = kw["stats"], kw["mode"], kw["budget_mb"], kw["neurons"]
-    # v is an operand of both products: encoded once (fused mode)
-    encoded_v = encode(v, rng, timesteps, neurons=neurons, silent_zeros=True) if mode == "fused" else None
     # float64 from the squares to the rsqrt neuron, so event and fused feed it the same number
     # silent zeros: an exactly-zero entry (a whole zero row too) contributes exactly 0, as in the ANN
     mean_sq = spiking_mul(
@@ -288,7 +286,6 @@ def _spiking_normalize(
         timesteps=timesteps,
         out_dtype=torch.float64,
         silent_zeros=True,
-        encoded_a=encoded_v,
         **kw,
     ).mean(dims, keepdim=True)
     rs, half_e = _even_exponent_rsqrt(
@@ -303,7 +300,6 @@ def _spiking_normalize(
             timesteps=timesteps,
             out_dtype=v.dtype,
             silent_zeros=True,
-            encoded_a=encoded_v,
             **kw,
         ),
         -half_e,

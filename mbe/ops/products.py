@@ -21,6 +21,7 @@ with the intensity matrix :math:`D` (``[NT, NT]``, precomputed) and the binary c
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Optional
 
@@ -28,24 +29,89 @@ import torch
 from torch import Tensor
 
 from ..neuron.base import SpikingNeuron
+from ..neuron.compiled import compiled_call
 from ..stats import OpStats
-from .encoding import Encoded, Range, check_args, encode, resolve_range, warn_saturation
+from .encoding import (
+    Range,
+    check_args,
+    decode_closed_form,
+    encode,
+    in_closed_form,
+    pick_neuron,
+    range_scalars,
+    resolve_range,
+    warn_saturation,
+)
 
 DEFAULT_BUDGET_MB = 256.0
 
 
-def _record(stats: Optional[OpStats], key: str, enc, timesteps: int, n_elements: int) -> None:
+def _record(stats: Optional[OpStats], key: str, slots: int, timesteps: int, n_elements: int, spikes, clamped) -> None:
+    """One operand's encoding into ``stats``: ``slots`` = its identity neuron's ``N T``."""
     if stats is not None:
-        k = enc.intensity.numel()
         stats.add(
             key,
             function="identity",
-            n_basis=k // timesteps,
+            n_basis=slots // timesteps,
             timesteps=timesteps,
             elements=n_elements,
-            spikes=int(enc.counts.sum()),
-            clamped=enc.clamped,
+            spikes=int(spikes),
+            clamped=clamped,
         )
+
+
+@functools.lru_cache(maxsize=None)
+def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: torch.dtype):
+    r"""The whole fused elementwise product as one function of the operands, for an identity neuron read in closed
+    form (``readout_fn(z, *args)``, :meth:`~mbe.neuron.base.SpikingNeuron.ladder`) with both operands inside their
+    ranges: ``product(a, b, mid_a, half_a, mid_b, half_b, *args)`` returns :math:`\hat a \hat b` in ``out_dtype``
+    (broadcast shape) and ``[spikes of a, spikes of b, spike pairs, min a, max a, min b, max b]`` (float64; spike
+    sums are integers below 2^53, so exact). The same operations as :func:`encode` then :func:`spiking_mul`'s
+    product and statistics, so the same numbers; compiled (:func:`mbe.neuron.compiled.compiled_call`) it is one
+    pass over the operands instead of about fifteen. One function per key (cached), so one compiled graph each."""
+
+    def operand(x, mid, half, args):
+        decoded, counts = decode_closed_form(x, mid, half, readout_fn, args)
+        counts = counts.to(torch.float64)
+        if silent_zeros:  # as encode: exact zeros emit nothing and decode to 0
+            keep = (x != 0).to(torch.float64)
+            decoded, counts = decoded * keep, counts * keep
+        return decoded, counts
+
+    def product(a, b, mid_a, half_a, mid_b, half_b, *args):
+        da, ca = operand(a, mid_a, half_a, args)
+        db, cb = operand(b, mid_b, half_b, args)
+        extremes = [v.to(torch.float64) for x in (a, b) for v in (x.amin(), x.amax())]
+        return (da * db).to(out_dtype), torch.stack([ca.sum(), cb.sum(), (ca * cb).sum(), *extremes])
+
+    return product
+
+
+def _closed_form_mul(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, out_dtype, stats, name, macs):
+    """:func:`spiking_mul` in fused mode in one compiled pass (:func:`closed_form_product`), or ``None`` (nothing
+    recorded) where that does not apply: an identity neuron without a closed form, an empty operand, or an operand
+    beyond its range or not finite (seen after the pass; the caller then encodes step by step)."""
+    neuron = pick_neuron("identity", timesteps, n_basis, neurons)
+    form = neuron.ladder(torch.float64, a.device)
+    if form is None or a.numel() == 0 or b.numel() == 0:
+        return None
+    readout_fn, args = form
+    fn = closed_form_product(readout_fn, silent_zeros, out_dtype)
+    # widened first, as encode does (a float32 operand makes Inductor tile the float64 body twice as wide)
+    a64, b64 = a.to(torch.float64), b.to(torch.float64)
+    out, summary = compiled_call(fn, a64, b64, *range_scalars(ra, a.device), *range_scalars(rb, a.device), *args)
+    spikes_a, spikes_b, pairs, a_min, a_max, b_min, b_max = summary.tolist()
+    for (lo, hi), x_min, x_max in ((ra, a_min, a_max), (rb, b_min, b_max)):
+        mid, half = (lo + hi) / 2, (hi - lo) / 2
+        if not in_closed_form(neuron, (x_min - mid) / half, (x_max - mid) / half):
+            return None
+    if stats is not None:
+        slots = neuron.prepared(torch.float64, a.device)[0].numel()
+        _record(stats, f"{name}.a", slots, timesteps, a.numel(), spikes_a, 0)
+        if not (b is a and rb == ra):
+            _record(stats, f"{name}.b", slots, timesteps, b.numel(), spikes_b, 0)
+        stats.add_sops(f"{name}.a", int(pairs), macs)
+    return out
 
 
 def _pairs_elementwise(ca: Tensor, cb: Tensor) -> int:
@@ -66,7 +132,6 @@ def spiking_mul(
     neurons: Optional[Mapping[str, SpikingNeuron]] = None,
     out_dtype: Optional[torch.dtype] = None,
     silent_zeros: bool = False,
-    encoded_a: Optional[Encoded] = None,
 ) -> Tensor:
     """Elementwise spiking product ``a * b`` (broadcasting like ``torch.mul``).
 
@@ -83,9 +148,6 @@ def spiking_mul(
         out_dtype: result dtype (default: the operands' promoted dtype; the arithmetic is float64).
         silent_zeros: exact zeros in either operand emit no spikes and decode to exactly 0, so their
             products are exactly 0 (e.g. an all-zero row into a norm).
-        encoded_a: ``encode(a, ranges[0], timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)``
-            from the caller, so that an operand of several products is encoded once (fused mode; event mode
-            encodes as usual). The caller keeps it consistent with ``a`` and the arguments.
     Returns:
         tensor of the broadcast shape.
     """
@@ -97,13 +159,19 @@ def spiking_mul(
     ra = resolve_range(a, ranges[0], f"{name}.a")
     rb = resolve_range(b, ranges[1], f"{name}.b")
     if mode == "fused":
-        ea = encoded_a or encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
+        out_dtype = out_dtype or torch.result_type(a, b)
+        fast = _closed_form_mul(
+            a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, out_dtype, stats, name, shape.numel()
+        )
+        if fast is not None:
+            return fast
+        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
         eb = (
             ea
             if (b is a and rb == ra)
             else encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
         )
-        out = (ea.decoded * eb.decoded).to(out_dtype or torch.result_type(a, b))
+        out = (ea.decoded * eb.decoded).to(out_dtype)
         _finish(
             stats,
             name,
@@ -133,9 +201,9 @@ def _finish(stats, name, ea, eb, timesteps, a, b, sops, ra, rb, macs=0):
     if eb is not ea:
         warn_saturation(f"{name}.b", eb.clamped, rb)
     if stats is not None:
-        _record(stats, f"{name}.a", ea, timesteps, a.numel())
+        _record(stats, f"{name}.a", ea.intensity.numel(), timesteps, a.numel(), ea.counts.sum(), ea.clamped)
         if eb is not ea:
-            _record(stats, f"{name}.b", eb, timesteps, b.numel())
+            _record(stats, f"{name}.b", eb.intensity.numel(), timesteps, b.numel(), eb.counts.sum(), eb.clamped)
         stats.add_sops(f"{name}.a", sops, macs)
 
 
