@@ -369,6 +369,42 @@ def test_mul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compile_o
                     assert stats.sites["mul.a"].clamped == 0
 
 
+@pytest.mark.parametrize("compile_on", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_matmul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compile_on):
+    """The same for a matmul's operands (the matmul itself runs on the decoded operands as before)."""
+    from mbe.ops import products
+    from mbe.ops.encoding import encode
+
+    monkeypatch.setenv("MBE_COMPILE", "1" if compile_on else "0")
+
+    def no_encode(*args, **kw):
+        raise AssertionError("the one-pass matmul encoded an operand step by step")
+
+    q, k = torch.randn(2, 3, 5, 8, generator=gen), torch.randn(2, 3, 8, 5, generator=gen)
+    p = torch.softmax(torch.randn(2, 3, 5, 5, generator=gen), -1)
+    p[0, 0, 0, :2] = 0.0
+    cases = [(q, k, ((-5.0, 5.0), (-5.0, 5.0))), (p, q, ((0.0, 1.0), (-5.0, 5.0))), (q[0, 0], k[:, :1], (None, None))]
+    for timesteps in (8, 16):
+        for dtype in (torch.float32, torch.float64):
+            for a, b, ranges in cases:
+                a, b = a.to(dtype), b.to(dtype)
+                ranges = tuple(r or (float(x.min()), float(x.max())) for r, x in zip(ranges, (a, b), strict=True))
+                for silent in (False, True):
+                    stats = ops.OpStats()
+                    with monkeypatch.context() as m:
+                        m.setattr(products, "encode", no_encode)
+                        out = ops.spiking_matmul(
+                            a, b, timesteps=timesteps, ranges=ranges, stats=stats, silent_zeros=silent
+                        )
+                    ea = encode(a, ranges[0], timesteps, silent_zeros=silent)
+                    eb = encode(b, ranges[1], timesteps)
+                    assert torch.equal(out, (ea.decoded @ eb.decoded).to(dtype)) and out.dtype == dtype
+                    assert stats.sites["matmul.a"].spikes == int(ea.counts.sum()) > 0
+                    assert stats.sites["matmul.b"].spikes == int(eb.counts.sum()) > 0
+                    pairs = int((ea.counts.double().sum(-2) * eb.counts.double().sum(-1)).sum())
+                    assert stats.sites["matmul.a"].sops == pairs
+
+
 def test_mul_beyond_its_range_falls_back_to_the_step_by_step_encoding(gen):
     """An operand beyond its range (headroom tail) or beyond the tails (clamped) leaves the one-pass product to the
     step-by-step encoding: the same numbers as encoding each operand, and the clamp counted."""

@@ -60,37 +60,49 @@ def _record(stats: Optional[OpStats], key: str, slots: int, timesteps: int, n_el
         )
 
 
-@functools.lru_cache(maxsize=None)
-def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: torch.dtype):
-    r"""The whole fused elementwise product as one function of the operands, for an identity neuron read in closed
-    form (``readout_fn(z, *args)``, :meth:`~mbe.neuron.base.SpikingNeuron.ladder`) with both operands inside their
-    ranges: ``product(a, b, mid_a, half_a, mid_b, half_b, *args)`` returns :math:`\hat a \hat b` in ``out_dtype``
-    (broadcast shape) and ``[spikes of a, spikes of b, spike pairs, min a, max a, min b, max b]`` (float64; spike
-    sums are integers below 2^53, so exact). The same operations as :func:`encode` then :func:`spiking_mul`'s
-    product and statistics, so the same numbers; compiled (:func:`mbe.neuron.compiled.compiled_call`) it is one
-    pass over the operands instead of about fifteen. One function per key (cached), so one compiled graph each."""
+def _closed_form_operand(x: Tensor, mid: Tensor, half: Tensor, readout_fn, args: tuple, silent_zeros: bool):
+    """:func:`encode`'s decoded values and spike counts (float64) of an operand inside its range, in closed form."""
+    decoded, counts = decode_closed_form(x, mid, half, readout_fn, args)
+    counts = counts.to(torch.float64)
+    if silent_zeros:  # as encode: exact zeros emit nothing and decode to 0
+        keep = (x != 0).to(torch.float64)
+        decoded, counts = decoded * keep, counts * keep
+    return decoded, counts
 
-    def operand(x, mid, half, args):
-        decoded, counts = decode_closed_form(x, mid, half, readout_fn, args)
-        counts = counts.to(torch.float64)
-        if silent_zeros:  # as encode: exact zeros emit nothing and decode to 0
-            keep = (x != 0).to(torch.float64)
-            decoded, counts = decoded * keep, counts * keep
-        return decoded, counts
+
+@functools.lru_cache(maxsize=None)
+def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: Optional[torch.dtype]):
+    r"""A whole fused product as one function of its operands, for an identity neuron read in closed form
+    (``readout_fn(z, *args)``, :meth:`~mbe.neuron.base.SpikingNeuron.ladder`) with both operands inside their ranges:
+    ``product(a, b, mid_a, half_a, mid_b, half_b, *args)`` returns ``(result, summary)``, ``summary`` =
+    ``[spikes of a, spikes of b, spike pairs, min a, max a, min b, max b]`` (float64; spike sums are integers below
+    2^53, so exact).
+
+    ``out_dtype`` given: the elementwise product :math:`\hat a \hat b` in ``out_dtype`` (broadcast shape), pairs
+    :math:`\sum c^a c^b`. ``None``: the operands of a matmul, ``result = (\hat a, \hat b)`` (float64; the caller
+    multiplies them), pairs :math:`\sum_{batch, d} (\sum_l c^a_{ld}) (\sum_m c^b_{dm})`, and ``silent_zeros``
+    for ``a`` only. The same operations as :func:`encode` then the product and its statistics, so the same numbers;
+    compiled (:func:`mbe.neuron.compiled.compiled_call`) one pass over the operands instead of about fifteen
+    operations. One function per key (cached), so one compiled graph each."""
 
     def product(a, b, mid_a, half_a, mid_b, half_b, *args):
-        da, ca = operand(a, mid_a, half_a, args)
-        db, cb = operand(b, mid_b, half_b, args)
+        da, ca = _closed_form_operand(a, mid_a, half_a, readout_fn, args, silent_zeros)
+        db, cb = _closed_form_operand(b, mid_b, half_b, readout_fn, args, silent_zeros and out_dtype is not None)
+        if out_dtype is None:
+            result, pairs = (da, db), (ca.sum(-2) * cb.sum(-1)).sum()
+        else:
+            result, pairs = (da * db).to(out_dtype), (ca * cb).sum()
         extremes = [v.to(torch.float64) for x in (a, b) for v in (x.amin(), x.amax())]
-        return (da * db).to(out_dtype), torch.stack([ca.sum(), cb.sum(), (ca * cb).sum(), *extremes])
+        return result, torch.stack([ca.sum(), cb.sum(), pairs, *extremes])
 
     return product
 
 
-def _closed_form_mul(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, out_dtype, stats, name, macs):
-    """:func:`spiking_mul` in fused mode in one compiled pass (:func:`closed_form_product`), or ``None`` (nothing
-    recorded) where that does not apply: an identity neuron without a closed form, an empty operand, or an operand
-    beyond its range or not finite (seen after the pass; the caller then encodes step by step)."""
+def _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, out_dtype, stats, name, macs):
+    """A fused product in one compiled pass (:func:`closed_form_product`; ``out_dtype=None``: a matmul's operands),
+    its statistics recorded, or ``None`` (nothing recorded) where that does not apply: an identity neuron without a
+    closed form, an empty operand, or an operand beyond its range or not finite (seen after the pass; the caller
+    then encodes step by step)."""
     neuron = pick_neuron("identity", timesteps, n_basis, neurons)
     form = neuron.ladder(torch.float64, a.device)
     if form is None or a.numel() == 0 or b.numel() == 0:
@@ -99,7 +111,7 @@ def _closed_form_mul(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, ou
     fn = closed_form_product(readout_fn, silent_zeros, out_dtype)
     # widened first, as encode does (a float32 operand makes Inductor tile the float64 body twice as wide)
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
-    out, summary = compiled_call(fn, a64, b64, *range_scalars(ra, a.device), *range_scalars(rb, a.device), *args)
+    result, summary = compiled_call(fn, a64, b64, *range_scalars(ra, a.device), *range_scalars(rb, a.device), *args)
     spikes_a, spikes_b, pairs, a_min, a_max, b_min, b_max = summary.tolist()
     for (lo, hi), x_min, x_max in ((ra, a_min, a_max), (rb, b_min, b_max)):
         mid, half = (lo + hi) / 2, (hi - lo) / 2
@@ -108,10 +120,10 @@ def _closed_form_mul(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, ou
     if stats is not None:
         slots = neuron.prepared(torch.float64, a.device)[0].numel()
         _record(stats, f"{name}.a", slots, timesteps, a.numel(), spikes_a, 0)
-        if not (b is a and rb == ra):
+        if not (b is a and rb == ra and out_dtype is not None):
             _record(stats, f"{name}.b", slots, timesteps, b.numel(), spikes_b, 0)
         stats.add_sops(f"{name}.a", int(pairs), macs)
-    return out
+    return result
 
 
 def _pairs_elementwise(ca: Tensor, cb: Tensor) -> int:
@@ -160,7 +172,7 @@ def spiking_mul(
     rb = resolve_range(b, ranges[1], f"{name}.b")
     if mode == "fused":
         out_dtype = out_dtype or torch.result_type(a, b)
-        fast = _closed_form_mul(
+        fast = _closed_form_pass(
             a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, out_dtype, stats, name, shape.numel()
         )
         if fast is not None:
@@ -312,12 +324,17 @@ def spiking_matmul(
     ra = resolve_range(a, ranges[0], f"{name}.a")
     rb = resolve_range(b, ranges[1], f"{name}.b")
     if mode == "fused":
+        out_dtype = out_dtype or torch.result_type(a, b)
+        macs = _matmul_macs(batch, a, b)
+        fast = _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, None, stats, name, macs)
+        if fast is not None:
+            return (fast[0] @ fast[1]).to(out_dtype)
         ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
         eb = encode(b, rb, timesteps, n_basis=n_basis, neurons=neurons)
-        out = (ea.decoded @ eb.decoded).to(out_dtype or torch.result_type(a, b))
+        out = (ea.decoded @ eb.decoded).to(out_dtype)
         # spike pairs: sum over batch and d of (spikes of a's column d) * (spikes of b's row d)
         sops = int((ea.counts.sum(-2) * eb.counts.sum(-1)).sum())  # broadcasts over batch dims; float64: exact
-        _finish(stats, name, ea, eb, timesteps, a, b, sops=sops, ra=ra, rb=rb, macs=_matmul_macs(batch, a, b))
+        _finish(stats, name, ea, eb, timesteps, a, b, sops=sops, ra=ra, rb=rb, macs=macs)
         return out
     a3 = a.expand(*batch, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
     b3 = b.expand(*batch, *b.shape[-2:]).reshape(-1, *b.shape[-2:])
