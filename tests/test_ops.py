@@ -421,3 +421,56 @@ def test_mul_beyond_its_range_falls_back_to_the_step_by_step_encoding(gen):
         assert torch.equal(out, (ea.decoded * eb.decoded).float())
         assert stats.sites["mul.a"].clamped == ea.clamped
     assert ea.clamped > 0  # the narrow range clamps some
+
+
+def test_power_of_two_is_torch_pow_and_ldexp_bit_for_bit():
+    """Softmax's exponent shifts: ``power_of_two`` is ``torch.pow(2.0, e)`` for every integer exponent from below
+    float64's subnormals to beyond its range, in every float dtype, and ``times_power_of_two_masked`` is
+    ``torch.ldexp`` (then the masks)."""
+    from mbe.ops.nonlinear import power_of_two, times_power_of_two_masked
+
+    e = torch.arange(-1200, 1100, dtype=torch.float64)
+    for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        k = e.clamp(-60000, 60000).to(dtype)
+        assert torch.equal(power_of_two(k, dtype), torch.pow(2.0, k)), dtype
+        x = (torch.rand(e.shape, generator=torch.Generator().manual_seed(0)) + 1).to(dtype)
+        mask = torch.zeros(e.shape, dtype=torch.bool)
+        mask[::7] = True
+        expected = torch.ldexp(x, k).masked_fill(mask, 0.0)
+        assert torch.equal(times_power_of_two_masked(x, k, mask, None), expected), dtype
+
+
+@pytest.mark.slow
+def test_compiled_operators_are_the_eager_ones(monkeypatch):
+    """Softmax (masks, causal, another dim, exponents far below the subnormals), LayerNorm, RMSNorm, products and
+    matmuls: the compiled passes give the eager numbers and statistics, bit for bit, in float32, float64 and
+    bfloat16."""
+
+    def run(compile_on):
+        monkeypatch.setenv("MBE_COMPILE", "1" if compile_on else "0")
+        outs = []
+        for dtype in (torch.float32, torch.float64, torch.bfloat16):
+            g = torch.Generator().manual_seed(1)
+            x = (torch.randn(3, 2, 7, 7, generator=g) * 8).to(dtype)
+            x[0, 0, 0, :] = -float("inf")
+            mask = torch.zeros(3, 1, 1, 7)
+            mask[..., -2:] = torch.finfo(torch.float32).min
+            h = torch.randn(3, 7, 16, generator=g).to(dtype)
+            calls = [  # (operator, positional arguments, keyword arguments)
+                (ops.spiking_softmax, (x,), {}),
+                (ops.spiking_softmax, (x,), {"causal": True}),
+                (ops.spiking_softmax, (x.float(),), {"mask": mask}),
+                (ops.spiking_softmax, (x * 40,), {"dim": 1}),
+                (ops.spiking_layer_norm, (h, 16), {}),
+                (ops.spiking_rms_norm, (h,), {}),
+                (ops.spiking_mul, (h, h[..., :1] + 2), {}),
+                (ops.spiking_matmul, (h, h.transpose(-1, -2)), {}),
+            ]
+            for op, args, kw in calls:
+                stats = ops.OpStats()
+                outs.append((op(*args, timesteps=8, stats=stats, **kw), {k: vars(v) for k, v in stats.sites.items()}))
+        return outs
+
+    for (eager, eager_stats), (compiled, compiled_stats) in zip(run(False), run(True), strict=True):
+        assert torch.equal(eager, compiled) and eager.dtype == compiled.dtype
+        assert eager_stats == compiled_stats

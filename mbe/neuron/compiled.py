@@ -160,9 +160,12 @@ def compiled_readout(
 
 def compiled_call(fn, *args):
     """``fn(*args)`` through ``torch.compile`` (one graph per ``fn``; sizes dynamic, broadcasting kept: the tensors
-    are not flattened) when compiling is on and no argument is on the GPU, eagerly otherwise; the same numbers
-    either way. For an operator's whole fused pass (e.g. :func:`mbe.ops.products.closed_form_product`)."""
-    if not compile_enabled() or any(isinstance(a, Tensor) and a.is_cuda for a in args):
+    are not flattened) when compiling is on and no argument is on the GPU or in float16/bfloat16, eagerly otherwise;
+    the same numbers either way (Inductor computes half-precision operations in float32 without rounding each
+    intermediate as eager does, hence eager there). For an operator's fused passes (e.g.
+    :func:`mbe.ops.products.closed_form_product`)."""
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    if not compile_enabled() or any(t.is_cuda or t.dtype in (torch.float16, torch.bfloat16) for t in tensors):
         return fn(*args)
     return _run(_form_fn(fn), fn, *args)
 

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..functions import get_function
 from ..neuron.base import SpikingNeuron
+from ..neuron.compiled import compiled_call
 from ..neuron.functional import check_finite
 from ..stats import OpStats
 from .encoding import Range, check_args, pick_neuron, resolve_range, run_site_neuron
@@ -156,20 +157,13 @@ def spiking_softmax(
         logits = x + torch.where(masked, torch.zeros_like(mask), mask) if masked is not None else x + mask
     if masked is not None:
         logits = logits.masked_fill(masked, float("-inf"))
-    row_max = logits.amax(-1, keepdim=True)
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    y = (logits - row_max) * LOG2E
-    y = torch.where(torch.isfinite(y), y, torch.full_like(y, -1e4))  # masked: exponent -> 2^-10000 = 0
-    k = torch.floor(y)
-    frac = (y - k).clamp(0.0, 1.0)
+    frac, k = compiled_call(split_exponent, logits)
     # masked entries have k = -10000, so 2^f * 2^k is exactly 0 in the sum; their product is zeroed below
     p = run_site_neuron(
         frac, "exp2", timesteps, n_basis=n_basis, key=f"{name}.exp2", stats=stats, neurons=neurons
     ).output
-    e = torch.ldexp(p, k)
-    if masked is not None:
-        e = e.masked_fill(masked, 0.0)
-    total = e.sum(-1, keepdim=True)
+    # the row sum stays eager: a compiled sum may add in another order (a different float32 rounding)
+    total = compiled_call(times_power_of_two_masked, p, k, masked).sum(-1, keepdim=True)
     mant, expo = torch.frexp(total)
     empty = total == 0
     mant = torch.where(empty, torch.full_like(mant, 0.5), mant)
@@ -198,11 +192,46 @@ def spiking_softmax(
         name=f"{name}.product",
         neurons=neurons,
     )
-    out = torch.ldexp(prod, k - expo)
-    if masked is not None:
-        out = out.masked_fill(masked, 0.0)
-    out = out.masked_fill(empty, 0.0)
+    out = compiled_call(times_power_of_two_masked, prod, k - expo, masked, empty)
     return out.movedim(-1, dim) if moved else out
+
+
+def power_of_two(e: Tensor, dtype: torch.dtype) -> Tensor:
+    """:math:`2^e` for integer-valued ``e`` rounded once to ``dtype``: ``torch.pow(2.0, e)``'s values (exact where
+    ``dtype`` holds them, 0 below its smallest subnormal, inf above its largest value), built from float64 exponent
+    bits as a product of two exact powers (subnormal float64 ones included), so without a ``pow`` kernel and with the
+    same numbers compiled or eager."""
+    e = e.to(torch.int64)
+    high = e.clamp(-1022, 1023)
+    low = (e - high).clamp(-1022, 1023)
+
+    def exact(v):  # 2^v for v in [-1022, 1023]: the biased exponent in a float64's bits
+        return ((v + 1023) << 52).view(torch.float64)
+
+    return (exact(high) * exact(low)).to(dtype)
+
+
+def split_exponent(logits: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Softmax's exponent split (module docstring): :math:`y = (x - \max x) \log_2 e = k + f` per row of the last
+    dim, returns ``(f, k)`` shaped like ``logits``; a masked entry (``-inf``) gets :math:`k = -10^4` (so
+    :math:`2^f 2^k` is 0), and a row with every entry masked is taken relative to 0."""
+    row_max = logits.amax(-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    y = (logits - row_max) * LOG2E
+    y = torch.where(torch.isfinite(y), y, torch.full_like(y, -1e4))  # masked: exponent -> 2^-10000 = 0
+    k = torch.floor(y)
+    return (y - k).clamp(0.0, 1.0), k
+
+
+def times_power_of_two_masked(x: Tensor, e: Tensor, *masks: Optional[Tensor]) -> Tensor:
+    """``torch.ldexp(x, e)`` with 0 wherever one of ``masks`` (broadcastable booleans; ``None`` for none) is true:
+    ``x`` times :func:`power_of_two` of ``e`` in ``e``'s floating dtype (the default dtype for integer ``e``), which
+    is how ``torch.ldexp`` computes it (``x * torch.pow(2.0, e)``), so the same numbers."""
+    out = x * power_of_two(e, e.dtype if e.is_floating_point() else torch.get_default_dtype())
+    for mask in masks:
+        if mask is not None:
+            out = out.masked_fill(mask, 0.0)
+    return out
 
 
 def _even_exponent_rsqrt(
@@ -225,7 +254,10 @@ def times_power_of_two(x: Tensor, e: Tensor) -> Tensor:
     row), at the cost of a multiplication: the factors :math:`2^e` are built in float64 on ``e``'s own small shape,
     the product is exact in float64 for float32, float16 and bfloat16 ``x`` (whatever their exponents; a product
     below float64's range is below theirs too) and rounded once to ``x``'s dtype. ``torch.ldexp`` itself runs a
-    broadcasting kernel about 15x slower than that; float64 ``x`` keeps it."""
+    broadcasting kernel about 15x slower than that; float64 ``x`` keeps it. Where :math:`2^e` itself underflows
+    ``x``'s dtype (``e < -149`` in float32) while :math:`x 2^e` does not quite, ``torch.ldexp`` multiplies by that 0
+    and this rounds :math:`x 2^e` once (e.g. 1.5 * 2^-150 -> 2^-149): not in the norms, whose shifts bring rows to or from
+    magnitudes of order 1."""
     if x.dtype == torch.float64 or not x.is_floating_point():
         return torch.ldexp(x, e)
     # beyond +-1074 every float32 product over- or underflows as it does at the bound; clamped, 0 * 2^e and

@@ -71,7 +71,7 @@ def _closed_form_operand(x: Tensor, mid: Tensor, half: Tensor, readout_fn, args:
 
 
 @functools.lru_cache(maxsize=None)
-def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: Optional[torch.dtype]):
+def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: Optional[torch.dtype], square: bool = False):
     r"""A whole fused product as one function of its operands, for an identity neuron read in closed form
     (``readout_fn(z, *args)``, :meth:`~mbe.neuron.base.SpikingNeuron.ladder`) with both operands inside their ranges:
     ``product(a, b, mid_a, half_a, mid_b, half_b, *args)`` returns ``(result, summary)``, ``summary`` =
@@ -81,13 +81,16 @@ def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: Optional[torc
     ``out_dtype`` given: the elementwise product :math:`\hat a \hat b` in ``out_dtype`` (broadcast shape), pairs
     :math:`\sum c^a c^b`. ``None``: the operands of a matmul, ``result = (\hat a, \hat b)`` (float64; the caller
     multiplies them), pairs :math:`\sum_{batch, d} (\sum_l c^a_{ld}) (\sum_m c^b_{dm})`, and ``silent_zeros``
-    for ``a`` only. The same operations as :func:`encode` then the product and its statistics, so the same numbers;
+    for ``a`` only. ``square``: ``b`` is ``a`` over the same range (read once). The same operations as :func:`encode` then the product and its statistics, so the same numbers;
     compiled (:func:`mbe.neuron.compiled.compiled_call`) one pass over the operands instead of about fifteen
     operations. One function per key (cached), so one compiled graph each."""
 
     def product(a, b, mid_a, half_a, mid_b, half_b, *args):
         da, ca = _closed_form_operand(a, mid_a, half_a, readout_fn, args, silent_zeros)
-        db, cb = _closed_form_operand(b, mid_b, half_b, readout_fn, args, silent_zeros and out_dtype is not None)
+        if square:  # b is a, over the same range: read once
+            db, cb = da, ca
+        else:
+            db, cb = _closed_form_operand(b, mid_b, half_b, readout_fn, args, silent_zeros and out_dtype is not None)
         if out_dtype is None:
             result, pairs = (da, db), (ca.sum(-2) * cb.sum(-1)).sum()
         else:
@@ -108,7 +111,8 @@ def _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, o
     if form is None or a.numel() == 0 or b.numel() == 0:
         return None
     readout_fn, args = form
-    fn = closed_form_product(readout_fn, silent_zeros, out_dtype)
+    square = b is a and rb == ra and out_dtype is not None
+    fn = closed_form_product(readout_fn, silent_zeros, out_dtype, square)
     # widened first, as encode does (a float32 operand makes Inductor tile the float64 body twice as wide)
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     result, summary = compiled_call(fn, a64, b64, *range_scalars(ra, a.device), *range_scalars(rb, a.device), *args)
@@ -120,7 +124,7 @@ def _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, o
     if stats is not None:
         slots = neuron.prepared(torch.float64, a.device)[0].numel()
         _record(stats, f"{name}.a", slots, timesteps, a.numel(), spikes_a, 0)
-        if not (b is a and rb == ra and out_dtype is not None):
+        if not square:
             _record(stats, f"{name}.b", slots, timesteps, b.numel(), spikes_b, 0)
         stats.add_sops(f"{name}.a", int(pairs), macs)
     return result
