@@ -32,8 +32,8 @@ from ..neuron.base import SpikingNeuron
 from ..neuron.compiled import compiled_call
 from ..neuron.functional import check_finite
 from ..stats import OpStats
-from .encoding import Range, check_args, pick_neuron, resolve_range, run_site_neuron
-from .products import DEFAULT_BUDGET_MB, spiking_mul
+from .encoding import Range, check_args, encode, pick_neuron, resolve_range, run_site_neuron
+from .products import DEFAULT_BUDGET_MB, one_pass_form, spiking_mul
 
 LOG2E = 1.0 / math.log(2.0)
 #: encoding range for a mantissa in [1, 2] (with a margin for the neurons' own approximation error)
@@ -308,6 +308,12 @@ def _spiking_normalize(
         eps_row = eps
         rng = _symmetric(v, rng_given, f"{name}.input")
     stats, mode, budget_mb, neurons = kw["stats"], kw["mode"], kw["budget_mb"], kw["neurons"]
+    # v is an operand of both products: where products encode step by step (fused mode without the one pass),
+    # encoded once for both
+    step_by_step = (
+        mode == "fused" and one_pass_form(pick_neuron("identity", timesteps, None, neurons), v.device) is None
+    )
+    encoded_v = encode(v, rng, timesteps, neurons=neurons, silent_zeros=True) if step_by_step else None
     # float64 from the squares to the rsqrt neuron, so event and fused feed it the same number
     # silent zeros: an exactly-zero entry (a whole zero row too) contributes exactly 0, as in the ANN
     mean_sq = spiking_mul(
@@ -318,6 +324,7 @@ def _spiking_normalize(
         timesteps=timesteps,
         out_dtype=torch.float64,
         silent_zeros=True,
+        encoded_a=encoded_v,
         **kw,
     ).mean(dims, keepdim=True)
     rs, half_e = _even_exponent_rsqrt(
@@ -332,6 +339,7 @@ def _spiking_normalize(
             timesteps=timesteps,
             out_dtype=v.dtype,
             silent_zeros=True,
+            encoded_a=encoded_v,
             **kw,
         ),
         -half_e,

@@ -30,8 +30,10 @@ from torch import Tensor
 
 from ..neuron.base import SpikingNeuron
 from ..neuron.compiled import compiled_call
+from ..neuron.ladder import staggered_readout
 from ..stats import OpStats
 from .encoding import (
+    Encoded,
     Range,
     check_args,
     decode_closed_form,
@@ -101,13 +103,22 @@ def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: Optional[torc
     return product
 
 
+def one_pass_form(neuron: SpikingNeuron, device) -> Optional[tuple]:
+    """The identity neuron's closed form ``(readout, args)`` when products take the one pass
+    (:func:`closed_form_product`): the staggered form only. With the per-basis ladder (T >= 30, or N not a power
+    of two) the one pass measured slower than encoding each operand once (Inductor recomputes the N quotients in
+    several of its loops), so those products encode step by step."""
+    form = neuron.ladder(torch.float64, device)
+    return form if form is not None and form[0] is staggered_readout else None
+
+
 def _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, out_dtype, stats, name, macs):
     """A fused product in one compiled pass (:func:`closed_form_product`; ``out_dtype=None``: a matmul's operands),
     its statistics recorded, or ``None`` (nothing recorded) where that does not apply: an identity neuron without a
     closed form, an empty operand, or an operand beyond its range or not finite (seen after the pass; the caller
     then encodes step by step)."""
     neuron = pick_neuron("identity", timesteps, n_basis, neurons)
-    form = neuron.ladder(torch.float64, a.device)
+    form = one_pass_form(neuron, a.device)
     if form is None or a.numel() == 0 or b.numel() == 0:
         return None
     readout_fn, args = form
@@ -148,6 +159,7 @@ def spiking_mul(
     neurons: Optional[Mapping[str, SpikingNeuron]] = None,
     out_dtype: Optional[torch.dtype] = None,
     silent_zeros: bool = False,
+    encoded_a: Optional[Encoded] = None,
 ) -> Tensor:
     """Elementwise spiking product ``a * b`` (broadcasting like ``torch.mul``).
 
@@ -164,6 +176,9 @@ def spiking_mul(
         out_dtype: result dtype (default: the operands' promoted dtype; the arithmetic is float64).
         silent_zeros: exact zeros in either operand emit no spikes and decode to exactly 0, so their
             products are exactly 0 (e.g. an all-zero row into a norm).
+        encoded_a: ``encode(a, ranges[0], timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)``
+            from the caller, so that an operand of several products is encoded once where products encode step by
+            step (fused mode without :func:`one_pass_form`); the caller keeps it consistent with ``a``.
     Returns:
         tensor of the broadcast shape.
     """
@@ -181,7 +196,7 @@ def spiking_mul(
         )
         if fast is not None:
             return fast
-        ea = encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
+        ea = encoded_a or encode(a, ra, timesteps, n_basis=n_basis, neurons=neurons, silent_zeros=silent_zeros)
         eb = (
             ea
             if (b is a and rb == ra)
