@@ -325,18 +325,26 @@ def test_times_power_of_two_is_ldexp_bit_for_bit():
 
 
 # ---------------------------------------------------------------- one pass == step by step
+def _in_one_pass(monkeypatch, op, a, b, **kw):
+    """``op(a, b, **kw)`` with step-by-step encoding forbidden (so it must take the one pass), and its statistics."""
+    from mbe.ops import products
+
+    def no_encode(*args, **kwargs):
+        raise AssertionError(f"{op.__name__} encoded an operand step by step instead of in one pass")
+
+    stats = ops.OpStats()
+    with monkeypatch.context() as m:
+        m.setattr(products, "encode", no_encode)
+        return op(a, b, stats=stats, **kw), stats
+
+
 @pytest.mark.parametrize("compile_on", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_mul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compile_on):
     """Fused mode with both operands inside their ranges runs one pass (``closed_form_product``; ``encode`` is not
     called); its product and statistics are those of encoding each operand and multiplying, bit for bit."""
-    from mbe.ops import products
     from mbe.ops.encoding import encode
 
     monkeypatch.setenv("MBE_COMPILE", "1" if compile_on else "0")
-
-    def no_encode(*args, **kw):
-        raise AssertionError("the one-pass product encoded an operand step by step")
-
     a = torch.randn(6, 5, 33, generator=gen)
     cases = [  # (a, b, ranges)
         (a, torch.rand(6, 5, 1, generator=gen) + 0.5, ((-5.0, 5.0), (0.5, 1.5))),
@@ -352,12 +360,9 @@ def test_mul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compile_o
             for a, b, ranges in cases:
                 a, b = a.to(dtype), (a.to(dtype) if b is a else b.to(dtype))
                 for silent in (False, True):
-                    stats = ops.OpStats()
-                    with monkeypatch.context() as m:
-                        m.setattr(products, "encode", no_encode)
-                        out = ops.spiking_mul(
-                            a, b, timesteps=timesteps, ranges=ranges, stats=stats, silent_zeros=silent
-                        )
+                    out, stats = _in_one_pass(
+                        monkeypatch, ops.spiking_mul, a, b, timesteps=timesteps, ranges=ranges, silent_zeros=silent
+                    )
                     ea = encode(a, ranges[0], timesteps, silent_zeros=silent)
                     eb = encode(b, ranges[1], timesteps, silent_zeros=silent)
                     assert torch.equal(out, (ea.decoded * eb.decoded).to(dtype)) and out.dtype == dtype
@@ -372,14 +377,9 @@ def test_mul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compile_o
 @pytest.mark.parametrize("compile_on", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_matmul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compile_on):
     """The same for a matmul's operands (the matmul itself runs on the decoded operands as before)."""
-    from mbe.ops import products
     from mbe.ops.encoding import encode
 
     monkeypatch.setenv("MBE_COMPILE", "1" if compile_on else "0")
-
-    def no_encode(*args, **kw):
-        raise AssertionError("the one-pass matmul encoded an operand step by step")
-
     q, k = torch.randn(2, 3, 5, 8, generator=gen), torch.randn(2, 3, 8, 5, generator=gen)
     p = torch.softmax(torch.randn(2, 3, 5, 5, generator=gen), -1)
     p[0, 0, 0, :2] = 0.0
@@ -390,12 +390,9 @@ def test_matmul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compil
                 a, b = a.to(dtype), b.to(dtype)
                 ranges = tuple(r or (float(x.min()), float(x.max())) for r, x in zip(ranges, (a, b), strict=True))
                 for silent in (False, True):
-                    stats = ops.OpStats()
-                    with monkeypatch.context() as m:
-                        m.setattr(products, "encode", no_encode)
-                        out = ops.spiking_matmul(
-                            a, b, timesteps=timesteps, ranges=ranges, stats=stats, silent_zeros=silent
-                        )
+                    out, stats = _in_one_pass(
+                        monkeypatch, ops.spiking_matmul, a, b, timesteps=timesteps, ranges=ranges, silent_zeros=silent
+                    )
                     ea = encode(a, ranges[0], timesteps, silent_zeros=silent)
                     eb = encode(b, ranges[1], timesteps)
                     assert torch.equal(out, (ea.decoded @ eb.decoded).to(dtype)) and out.dtype == dtype
@@ -412,15 +409,19 @@ def test_mul_beyond_its_range_falls_back_to_the_step_by_step_encoding(gen):
 
     a = torch.randn(4, 9, generator=gen) * 3
     b = torch.rand(4, 1, generator=gen) + 0.5
-    for ranges in (((-1.0, 1.0), (0.5, 1.5)), ((-0.1, 0.1), (0.5, 1.5))):
+    # beyond the range (a tail), beyond the tails (clamped), and inside it at T=32 (the per-basis identity form)
+    cases = [(((-1.0, 1.0), (0.5, 1.5)), 16), (((-0.1, 0.1), (0.5, 1.5)), 16), (((-9.0, 9.0), (0.0, 2.0)), 32)]
+    clamped = []
+    for ranges, timesteps in cases:
         stats = ops.OpStats()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = ops.spiking_mul(a, b, ranges=ranges, stats=stats)
-            ea, eb = encode(a, ranges[0], 16), encode(b, ranges[1], 16)
+            out = ops.spiking_mul(a, b, ranges=ranges, stats=stats, timesteps=timesteps)
+            ea, eb = encode(a, ranges[0], timesteps), encode(b, ranges[1], timesteps)
         assert torch.equal(out, (ea.decoded * eb.decoded).float())
         assert stats.sites["mul.a"].clamped == ea.clamped
-    assert ea.clamped > 0  # the narrow range clamps some
+        clamped.append(ea.clamped)
+    assert clamped[1] > 0 and clamped[2] == 0  # the narrow range clamps some
 
 
 def test_power_of_two_is_torch_pow_and_ldexp_bit_for_bit():
