@@ -279,6 +279,24 @@ def test_compiled_readout_falls_back_to_eager_with_one_warning(monkeypatch):
     assert torch.equal(out, nrn(x))  # eager from now on, same numbers
 
 
+def test_an_error_of_the_input_itself_is_raised_and_compiling_stays_on(monkeypatch):
+    """An error the eager function raises too (here a reduction over an empty row) is the input's, not the
+    compiler's: it is raised as eager raises it, with no warning, and compiling stays on."""
+    from mbe.neuron import compiled
+
+    monkeypatch.setenv("MBE_COMPILE", "1")
+    monkeypatch.setattr(compiled, "_failed", None)
+
+    def row_max(t):
+        return t.amax(-1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(IndexError, match="non-zero size"):
+            compiled.compiled_call(row_max, torch.ones(3, 0))
+    assert compiled.compile_enabled()
+
+
 def test_compile_can_be_switched_off(monkeypatch):
     from mbe.neuron import compiled
 

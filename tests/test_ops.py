@@ -424,6 +424,14 @@ def test_mul_beyond_its_range_falls_back_to_the_step_by_step_encoding(gen):
     assert clamped[1] > 0 and clamped[2] == 0  # the narrow range clamps some
 
 
+def test_softmax_of_empty_rows_is_empty():
+    for shape in [(0, 5), (3, 0), (2, 0, 4)]:
+        x = torch.randn(shape)
+        for dim in (-1, 0):
+            out = ops.spiking_softmax(x, dim=dim)
+            assert out.shape == x.shape and torch.equal(out, torch.softmax(x, dim))
+
+
 def test_power_of_two_is_torch_pow_and_ldexp_bit_for_bit():
     """Softmax's exponent shifts: ``power_of_two`` is ``torch.pow(2.0, e)`` for every integer exponent from below
     float64's subnormals to beyond its range, in every float dtype, and ``times_power_of_two_masked`` is

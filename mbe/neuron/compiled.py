@@ -114,14 +114,17 @@ def _pad(x: Tensor) -> Tensor:
 
 
 def _run(compiled_fn, eager_fn, *args):
-    """``compiled_fn()(*args)`` with room for many graphs (one per (N, T) bucket and dtype); on any failure
-    (compiler missing or broken) one warning, compiling off for the process, and ``eager_fn(*args)``."""
+    """``compiled_fn()(*args)`` with room for many graphs (one per (N, T) bucket and dtype); on a failure that the
+    eager ``eager_fn(*args)`` does not share (compiler missing or broken) one warning, compiling off for the
+    process, and the eager result. An error the eager function raises too (the input's own) is raised as eager
+    raises it, and compiling stays on."""
     try:
         with torch._dynamo.config.patch(recompile_limit=512, accumulated_recompile_limit=4096), torch.no_grad():
             return compiled_fn()(*args)
     except Exception as exc:
+        result = eager_fn(*args)  # raises the input's own error
         _compile_failed(exc)
-        return eager_fn(*args)
+        return result
 
 
 def compiled_table_readout(x: Tensor, table: LookupTable, *kernels: Tensor) -> tuple[Tensor, Tensor]:
