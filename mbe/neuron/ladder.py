@@ -145,7 +145,7 @@ def ladder_readout(
 
 
 def _quotient(u: Tensor, q: Tensor, top: Tensor) -> Tensor:
-    """:math:`\min(M, \max(0, \lfloor u / q \rfloor))` exactly (a rounded quotient corrected by one step
+    r""":math:`\min(M, \max(0, \lfloor u / q \rfloor))` exactly (a rounded quotient corrected by one step
     either way with exact products; module docstring)."""
     m = torch.floor(torch.minimum(torch.clamp(u / q, min=0.0), top))
     m = m - (m * q > u).to(u.dtype)
