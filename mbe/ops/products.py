@@ -115,8 +115,10 @@ def one_pass_form(neuron: SpikingNeuron, device) -> Optional[tuple]:
 def _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, out_dtype, stats, name, macs):
     """A fused product in one compiled pass (:func:`closed_form_product`; ``out_dtype=None``: a matmul's operands),
     its statistics recorded, or ``None`` (nothing recorded) where that does not apply: an identity neuron without a
-    closed form, an empty operand, or an operand beyond its range or not finite (seen after the pass; the caller
-    then encodes step by step)."""
+    closed form, an empty or non-float operand, or an operand beyond its range or not finite (seen after the pass;
+    the caller then encodes step by step, and ``encode`` raises on what is bad input)."""
+    if not (torch.is_floating_point(a) and torch.is_floating_point(b)):
+        return None
     neuron = pick_neuron("identity", timesteps, n_basis, neurons)
     form = one_pass_form(neuron, a.device)
     if form is None or a.numel() == 0 or b.numel() == 0:
