@@ -172,6 +172,14 @@ def in_closed_form(neuron: SpikingNeuron, z_min: float, z_max: float) -> bool:
     return -1 <= z_min and z_max <= 1 and neuron.domain[0] <= z_min and z_max <= neuron.domain[1]
 
 
+def scaled_extremes(rng: tuple[float, float], x_min: float, x_max: float) -> tuple[float, float]:
+    """``z = (x - mid) / half`` of an operand's extremes over the range ``rng``: z is non-decreasing in x, so these are
+    z's extremes (Python floats: the same IEEE double operations as on the tensor)."""
+    lo, hi = rng
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    return (x_min - mid) / half, (x_max - mid) / half
+
+
 def range_scalars(rng: tuple[float, float], device) -> tuple[Tensor, Tensor]:
     """The range's midpoint and half-width as 0-d float64 tensors (what :func:`decode_closed_form` takes), computed
     as :func:`encode` computes them."""
@@ -215,7 +223,7 @@ def encode(
     mid, half = (lo + hi) / 2, (hi - lo) / 2
     # z = (x - mid) / half is non-decreasing in x, so its extremes are those of x mapped: one reduction, one sync
     x_min, x_max = torch.stack(torch.aminmax(x.detach())).tolist() if x.numel() else (mid, mid)
-    z_min, z_max = (x_min - mid) / half, (x_max - mid) / half  # Python floats: the same IEEE double operations
+    z_min, z_max = scaled_extremes(rng, x_min, x_max)
     if not (math.isfinite(z_min) and math.isfinite(z_max)):
         check_finite(x, "spiking operand")  # NaN or inf: raises, naming how many
     dtype = torch.float64

@@ -42,6 +42,7 @@ from .encoding import (
     pick_neuron,
     range_scalars,
     resolve_range,
+    scaled_extremes,
     warn_saturation,
 )
 
@@ -83,9 +84,10 @@ def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: Optional[torc
     ``out_dtype`` given: the elementwise product :math:`\hat a \hat b` in ``out_dtype`` (broadcast shape), pairs
     :math:`\sum c^a c^b`. ``None``: the operands of a matmul, ``result = (\hat a, \hat b)`` (float64; the caller
     multiplies them), pairs :math:`\sum_{batch, d} (\sum_l c^a_{ld}) (\sum_m c^b_{dm})`, and ``silent_zeros``
-    for ``a`` only. ``square``: ``b`` is ``a`` over the same range (read once). The same operations as :func:`encode` then the product and its statistics, so the same numbers;
-    compiled (:func:`mbe.neuron.compiled.compiled_call`) one pass over the operands instead of about fifteen
-    operations. One function per key (cached), so one compiled graph each."""
+    for ``a`` only. ``square``: ``b`` is ``a`` over the same range (read once). The same operations as
+    :func:`encode` then the product and its statistics, so the same numbers; compiled
+    (:func:`mbe.neuron.compiled.compiled_call`) one pass over the operands instead of about fifteen operations.
+    One function per key (cached), so one compiled graph each."""
 
     def product(a, b, mid_a, half_a, mid_b, half_b, *args):
         da, ca = _closed_form_operand(a, mid_a, half_a, readout_fn, args, silent_zeros)
@@ -130,9 +132,8 @@ def _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, o
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     result, summary = compiled_call(fn, a64, b64, *range_scalars(ra, a.device), *range_scalars(rb, a.device), *args)
     spikes_a, spikes_b, pairs, a_min, a_max, b_min, b_max = summary.tolist()
-    for (lo, hi), x_min, x_max in ((ra, a_min, a_max), (rb, b_min, b_max)):
-        mid, half = (lo + hi) / 2, (hi - lo) / 2
-        if not in_closed_form(neuron, (x_min - mid) / half, (x_max - mid) / half):
+    for rng, x_min, x_max in ((ra, a_min, a_max), (rb, b_min, b_max)):
+        if not in_closed_form(neuron, *scaled_extremes(rng, x_min, x_max)):
             return None
     if stats is not None:
         slots = neuron.prepared(torch.float64, a.device)[0].numel()
