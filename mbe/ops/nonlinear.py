@@ -265,7 +265,7 @@ def times_power_of_two(x: Tensor, e: Tensor) -> Tensor:
         return torch.ldexp(x, e)
     # beyond +-1074 every float32 product over- or underflows as it does at the bound; clamped, 0 * 2^e and
     # inf * 2^e stay 0 and inf instead of becoming NaN
-    factor = torch.ldexp(torch.ones(e.shape, dtype=torch.float64, device=e.device), e.clamp(-1074, 1023))
+    factor = power_of_two(e.clamp(-1074, 1023), torch.float64)
     return (x.to(torch.float64) * factor).to(x.dtype)
 
 
