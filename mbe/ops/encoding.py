@@ -172,19 +172,23 @@ def in_closed_form(neuron: SpikingNeuron, z_min: float, z_max: float) -> bool:
     return -1 <= z_min and z_max <= 1 and neuron.domain[0] <= z_min and z_max <= neuron.domain[1]
 
 
+def midpoint_and_half_width(rng: tuple[float, float]) -> tuple[float, float]:
+    """The encoding range's midpoint and half-width (Python floats), which map an operand to ``z = (x - mid) / half``."""
+    lo, hi = rng
+    return (lo + hi) / 2, (hi - lo) / 2
+
+
 def scaled_extremes(rng: tuple[float, float], x_min: float, x_max: float) -> tuple[float, float]:
     """``z = (x - mid) / half`` of an operand's extremes over the range ``rng``: z is non-decreasing in x, so these are
     z's extremes (Python floats: the same IEEE double operations as on the tensor)."""
-    lo, hi = rng
-    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    mid, half = midpoint_and_half_width(rng)
     return (x_min - mid) / half, (x_max - mid) / half
 
 
 def range_scalars(rng: tuple[float, float], device) -> tuple[Tensor, Tensor]:
     """The range's midpoint and half-width as 0-d float64 tensors (what :func:`decode_closed_form` takes), computed
     as :func:`encode` computes them."""
-    lo, hi = rng
-    return tuple(torch.tensor(v, dtype=torch.float64, device=device) for v in ((lo + hi) / 2, (hi - lo) / 2))
+    return tuple(torch.tensor(v, dtype=torch.float64, device=device) for v in midpoint_and_half_width(rng))
 
 
 def decode_closed_form(x: Tensor, mid: Tensor, half: Tensor, readout_fn, args: tuple) -> tuple[Tensor, Tensor]:
@@ -219,8 +223,7 @@ def encode(
     if not isinstance(x, Tensor) or not torch.is_floating_point(x):
         check_finite(x, "spiking operand")  # raises the TypeError
     neuron = pick_neuron("identity", timesteps, n_basis, neurons)
-    lo, hi = rng
-    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    mid, half = midpoint_and_half_width(rng)
     # z = (x - mid) / half is non-decreasing in x, so its extremes are those of x mapped: one reduction, one sync
     x_min, x_max = torch.stack(torch.aminmax(x.detach())).tolist() if x.numel() else (mid, mid)
     z_min, z_max = scaled_extremes(rng, x_min, x_max)

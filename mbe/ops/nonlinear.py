@@ -151,7 +151,7 @@ def spiking_softmax(
         mask = mask.movedim(dim, -1) if mask is not None and mask.dim() == x.dim() else mask
     if mask is not None and mask.dtype != torch.bool:
         check_finite(torch.where(mask <= torch.finfo(mask.dtype).min / 2, torch.zeros_like(mask), mask), f"{name} mask")
-    if x.shape[-1] == 0 or x.numel() == 0:  # no logits in a row (or no rows): nothing to normalise
+    if x.numel() == 0:  # no logits in a row, or no rows: nothing to normalise
         out = torch.zeros_like(x)
         return out.movedim(-1, dim) if moved else out
     masked = _masked_positions(x, mask, causal)
