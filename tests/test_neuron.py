@@ -226,6 +226,25 @@ def test_compiled_readout_matches_simulate_bit_for_bit(monkeypatch):
         assert pd.shape == (max(4, n), 16) and torch.isinf(pv[:, t:]).all() and (pw[n:] == 0).all()
 
 
+@pytest.mark.slow
+def test_compiled_loop_is_parallel_even_when_first_called_on_a_few_elements():
+    """Inductor decides from the compiling call's size whether a C++ loop is parallel; a neuron first called on a
+    row of statistics must not run single-threaded on every later input (``INDUCTOR_OPTIONS``)."""
+    from torch._inductor.utils import fresh_inductor_cache, run_and_get_code
+
+    from mbe.neuron import compiled
+
+    nrn = mbe.get_neuron("gelu", n_basis=4, timesteps=8)
+    kernels = nrn.prepared(torch.float32, torch.device("cpu"), padded=True)  # (d, r, vth, weight, bias, offset)
+    x = torch.linspace(*nrn.domain, 16)  # far below Inductor's work threshold for a parallel loop
+    fn = compiled._compile(lambda x, *args: compiled.readout_per_basis(x, *args))  # traced afresh: a new code object
+    with fresh_inductor_cache(), torch.no_grad():
+        (out, counts), code = run_and_get_code(fn, x, *kernels)
+    assert "#pragma omp parallel" in "\n".join(code)
+    ref = mbe.neuron.functional.readout(x, *kernels)
+    assert torch.equal(out, ref[0]) and torch.equal(counts, ref[1])
+
+
 @pytest.mark.parametrize("chunk", [1 << 20, 600, 1])
 def test_eager_readout_runs_bases_together_with_simulates_numbers(monkeypatch, chunk):
     """The eager readout takes as many bases at once as fit in EAGER_CHUNK elements (all, some, one at a time):
