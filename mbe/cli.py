@@ -5,6 +5,7 @@ conversion, ``evaluate`` compares a model with its spiking twin (sharded under `
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .tables import SHIPPED_DIR, TableKey, fit_tables, shipped_table_keys, verify_tables
@@ -85,6 +86,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_command(args: argparse.Namespace) -> str:
+    """The ``python -m mbe bench`` command line that reruns what ``args`` asked for (every option spelled out)."""
+    words = ["python", "-m", "mbe", "bench", "--suites", *args.suites, "--timesteps", *map(str, args.timesteps)]
+    words += ["--event-timesteps", *map(str, args.event_timesteps)]
+    if args.only:
+        words += ["--only", *args.only]
+    words += ["--repeats", str(args.repeats), "--name", args.name, "--out", str(args.out)]
+    return shlex.join(words)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .benchmarks import run_suites, write_report
 
@@ -99,7 +110,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    csv, md = write_report(frame, args.out, name=args.name)
+    csv, md = write_report(frame, args.out, name=args.name, command=_bench_command(args))
     print(md.read_text())
     print(f"wrote {csv} and {md}")
     return 0

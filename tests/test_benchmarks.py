@@ -50,3 +50,17 @@ def test_bench_only_keeps_matching_cases_and_names_the_labels_otherwise(capsys):
     assert main(["bench", "--suites", "models", "--only", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert "matches no case" in err and "vit-mnist (100 digits)" in err
+
+
+def test_bench_report_names_the_command_that_reruns_it():
+    from mbe.cli import _bench_command, build_parser
+
+    args = build_parser().parse_args(
+        ["bench", "--suites", "neuron", "--timesteps", "8", "--only", "gelu", "--name", "x"]
+    )
+    command = _bench_command(args)
+    assert command == (
+        "python -m mbe bench --suites neuron --timesteps 8 --event-timesteps 16 --only gelu --repeats 5 --name x "
+        "--out results"
+    )
+    assert build_parser().parse_args(command.split()[3:]) == args  # the same options, read back

@@ -214,8 +214,10 @@ def _ops(v) -> str:
     return "" if pd.isna(v) or v < 0 else f"{int(v):,}"
 
 
-def write_report(frame: pd.DataFrame, out_dir, name: str = "bench") -> tuple[Path, Path]:
-    """Write ``<name>.csv`` and a short markdown summary ``<name>.md``."""
+def write_report(
+    frame: pd.DataFrame, out_dir, name: str = "bench", command: str = "python -m mbe bench"
+) -> tuple[Path, Path]:
+    """Write ``<name>.csv`` and a short markdown summary ``<name>.md`` that names the ``command`` which measured it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / f"{name}.csv"
@@ -224,7 +226,7 @@ def write_report(frame: pd.DataFrame, out_dir, name: str = "bench") -> tuple[Pat
     lines = [
         f"# Benchmarks ({name})",
         "",
-        "Command: `python -m mbe bench`. Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        f"Command: `{command}`. Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
         "",
         "Baselines, measured in the same run: `neuron` torch's own function on the same elements; "
         "`operators` the exact torch op; `models` the ANN's forward; `fitting` none (seconds only). "
