@@ -47,13 +47,21 @@ def compile_enabled() -> bool:
     return _failed is None and os.environ.get("MBE_COMPILE", "1") != "0"
 
 
-#: Inductor options of every compiled path. ``cpp.dynamic_threads``: the generated C++ always has an OpenMP parallel
-#: loop and takes the thread count at run time. Without it Inductor decides at compile time, from the size of the
-#: call that compiled the graph, whether the loop is parallel at all: a graph first called on a few elements (one
-#: row of statistics) then ran single-threaded on every later input, whatever its size, and Inductor's on-disk cache
-#: handed that serial graph to later processes too (measured: GELU N=4, T=8 on 4.8M elements, 2 cores, 20-35 ms
-#: after a first call on 8 elements, 10 ms after one on 4M; with this option 10 ms either way).
-INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True}
+#: Inductor options of every compiled path.
+#:
+#: ``cpp.dynamic_threads``: the generated C++ always has an OpenMP parallel loop and takes the thread count at run
+#: time. Without it Inductor decides at compile time, from the size of the call that compiled the graph, whether the
+#: loop is parallel at all: a graph first called on a few elements (one row of statistics) then ran single-threaded
+#: on every later input, whatever its size, and Inductor's on-disk cache handed that serial graph to later processes
+#: too (measured: GELU N=4, T=8 on 4.8M elements, 2 cores, 20-35 ms after a first call on 8 elements, 10 ms after
+#: one on 4M; with this option 10 ms either way).
+#:
+#: ``max_fusion_size``: how many nodes one fused kernel may take (Inductor's default 64). A readout of ``N T`` steps
+#: is a few nodes per step; from about 100 steps on, with the default, the kernel kept intermediate buffers the size
+#: of the input, written on every call (N=8, T=16: seven input-sized buffers allocated per call instead of the two
+#: outputs). Measured on 4.8M elements, 2 cores, random kernels: N=8, T=16 90 -> 47 ms and N=4, T=32 83 -> 62 ms;
+#: N=16, T=16 and N=32, T=8 within noise; the same numbers and compile time.
+INDUCTOR_OPTIONS = {"cpp.dynamic_threads": True, "max_fusion_size": 4096}
 
 
 def _compile(fn):
