@@ -424,6 +424,54 @@ def test_mul_beyond_its_range_falls_back_to_the_step_by_step_encoding(gen):
     assert clamped[1] > 0 and clamped[2] == 0  # the narrow range clamps some
 
 
+@pytest.mark.parametrize("compile_on", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_norm_tail_in_one_pass_is_the_step_by_step_norm(gen, monkeypatch, compile_on):
+    """Fused-mode norms read the rsqrt neuron, its Newton products and the final product in one pass
+    (``_normalize_tail``; run eagerly with compiling off): output and statistics are the step-by-step path's, bit for
+    bit. An operand beyond its range leaves the pass to the step-by-step path, which clamps and warns."""
+    from mbe.ops import nonlinear
+
+    monkeypatch.setenv("MBE_COMPILE", "1" if compile_on else "0")
+    monkeypatch.setattr(nonlinear, "compile_enabled", lambda: True)  # the pass, compiled or not
+    one_pass = nonlinear._fused_normalize_tail
+    taken = []
+
+    def counted(*args, **kw):
+        out = one_pass(*args, **kw)
+        taken.append(out is not None)
+        return out
+
+    def run(op, x, *args, use_pass, **kw):
+        monkeypatch.setattr(nonlinear, "_fused_normalize_tail", counted if use_pass else lambda *a, **k: None)
+        stats = ops.OpStats()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = op(x, *args, stats=stats, **kw)
+        return out, {k: vars(v) for k, v in stats.sites.items()}, sum(w.category is mbe.DomainWarning for w in caught)
+
+    x = torch.randn(4, 6, 24, generator=gen) * torch.exp(torch.randn(4, 6, 1, generator=gen))
+    x[0, 0] = 0.0  # a zero row
+    w, b = torch.randn(24, generator=gen), torch.randn(24, generator=gen)
+    cases = [  # (operator, input, arguments, keywords, whether the pass applies)
+        (ops.spiking_layer_norm, x, (24, w, b), {}, True),
+        (ops.spiking_layer_norm, x[1, :1], (24,), {"refine": 0}, True),  # one row, no Newton step
+        (ops.spiking_rms_norm, x, (w,), {"refine": 2}, True),
+        (ops.spiking_layer_norm, x, (24,), {"row_scaling": False, "centered_range": (-40.0, 40.0)}, True),
+        (ops.spiking_layer_norm, x, (24,), {"row_scaling": False, "centered_range": (-0.1, 0.1)}, False),
+    ]
+    if compile_on:  # the numbers of Inductor's code; each case compiles its own graphs (10-30 s each)
+        cases = [cases[0], cases[-1]]
+    for timesteps in (16,) if compile_on else (8, 16):
+        for op, inp, args, kw, applies in cases:
+            taken.clear()
+            fused, fused_stats, fused_warned = run(op, inp, *args, use_pass=True, timesteps=timesteps, **kw)
+            assert taken == [applies], (op.__name__, kw)
+            steps, steps_stats, steps_warned = run(op, inp, *args, use_pass=False, timesteps=timesteps, **kw)
+            assert torch.equal(fused, steps), (op.__name__, kw, timesteps)
+            assert fused_stats == steps_stats, (op.__name__, kw, timesteps)
+            assert fused_warned == steps_warned and (steps_warned > 0) == (not applies)
+
+
 def test_softmax_of_empty_rows_is_empty():
     for shape in [(0, 5), (3, 0), (2, 0, 4)]:
         x = torch.randn(shape)

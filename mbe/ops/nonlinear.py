@@ -20,6 +20,7 @@ as constants. RMSNorm is the same without the mean.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Union
@@ -29,11 +30,21 @@ from torch import Tensor
 
 from ..functions import get_function
 from ..neuron.base import SpikingNeuron
-from ..neuron.compiled import compiled_call
+from ..neuron.compiled import compile_enabled, compiled_call
 from ..neuron.functional import check_finite
 from ..stats import OpStats
-from .encoding import Range, check_args, encode, pick_neuron, resolve_range, run_site_neuron
-from .products import DEFAULT_BUDGET_MB, one_pass_form, spiking_mul
+from .encoding import (
+    Range,
+    check_args,
+    encode,
+    in_closed_form,
+    midpoint_and_half_width,
+    pick_neuron,
+    resolve_range,
+    run_site_neuron,
+    scaled_extremes,
+)
+from .products import DEFAULT_BUDGET_MB, closed_form_product, one_pass_form, record_operand, spiking_mul
 
 LOG2E = 1.0 / math.log(2.0)
 #: encoding range for a mantissa in [1, 2] (with a margin for the neurons' own approximation error)
@@ -59,30 +70,52 @@ class Tail:
     onset: Optional[float] = None
 
 
-def refine_reciprocal(m: Tensor, r: Tensor, steps: int, **product_kw) -> Tensor:
-    """Newton steps for ``r ~ 1/m`` (m in [0.5, 1)): ``r <- r (2 - m r)``, products spiking.
-
-    Each step squares the relative error (``1 - m r``); ``steps=0`` is the paper's plain neuron.
-    """
-    name = product_kw.pop("name")
+def newton_reciprocal(m, r, steps: int, mul):
+    """``steps`` Newton steps for ``r ~ 1/m`` (m in [0.5, 1)): ``r <- r (2 - m r)``, every product by
+    ``mul(a, b, ranges, label)``. Each step squares the relative error (``1 - m r``)."""
     for i in range(steps):
-        mr = spiking_mul(m, r, ranges=(HALF_TO_ONE_RANGE, MANTISSA_RANGE), name=f"{name}.newton{i}.mr", **product_kw)
-        r = spiking_mul(r, 2.0 - mr, ranges=(MANTISSA_RANGE, NEAR_ONE_RANGE), name=f"{name}.newton{i}.r", **product_kw)
+        mr = mul(m, r, (HALF_TO_ONE_RANGE, MANTISSA_RANGE), f"newton{i}.mr")
+        r = mul(r, 2.0 - mr, (MANTISSA_RANGE, NEAR_ONE_RANGE), f"newton{i}.r")
     return r
 
 
-def refine_rsqrt(m: Tensor, y: Tensor, steps: int, **product_kw) -> Tensor:
-    """Newton steps for ``y ~ 1/sqrt(m)`` (m in [0.5, 2)): ``y <- y (3 - m y^2) / 2``, products spiking."""
-    name = product_kw.pop("name")
+def newton_rsqrt(m, y, steps: int, mul):
+    """``steps`` Newton steps for ``y ~ 1/sqrt(m)`` (m in [0.5, 2)): ``y <- y (3 - m y^2) / 2``, every product by
+    ``mul(a, b, ranges, label)``."""
     for i in range(steps):
-        y2 = spiking_mul(y, y, ranges=(RSQRT_RANGE, RSQRT_RANGE), name=f"{name}.newton{i}.y2", **product_kw)
-        my2 = spiking_mul(
-            m, y2, ranges=(HALF_TO_TWO_RANGE, HALF_TO_TWO_RANGE), name=f"{name}.newton{i}.my2", **product_kw
-        )
-        y = spiking_mul(
-            y, 1.5 - 0.5 * my2, ranges=(RSQRT_RANGE, NEAR_ONE_RANGE), name=f"{name}.newton{i}.y", **product_kw
-        )
+        y2 = mul(y, y, (RSQRT_RANGE, RSQRT_RANGE), f"newton{i}.y2")
+        my2 = mul(m, y2, (HALF_TO_TWO_RANGE, HALF_TO_TWO_RANGE), f"newton{i}.my2")
+        y = mul(y, 1.5 - 0.5 * my2, (RSQRT_RANGE, NEAR_ONE_RANGE), f"newton{i}.y")
     return y
+
+
+def _spiking_products(name: str, product_kw: dict):
+    """A ``mul(a, b, ranges, label)`` for the Newton steps: :func:`spiking_mul` under ``"{name}.{label}"``."""
+    return lambda a, b, ranges, label: spiking_mul(a, b, ranges=ranges, name=f"{name}.{label}", **product_kw)
+
+
+def refine_reciprocal(m: Tensor, r: Tensor, steps: int, **product_kw) -> Tensor:
+    """:func:`newton_reciprocal` with spiking products (``steps=0`` is the paper's plain neuron)."""
+    return newton_reciprocal(m, r, steps, _spiking_products(product_kw.pop("name"), product_kw))
+
+
+def refine_rsqrt(m: Tensor, y: Tensor, steps: int, **product_kw) -> Tensor:
+    """:func:`newton_rsqrt` with spiking products."""
+    return newton_rsqrt(m, y, steps, _spiking_products(product_kw.pop("name"), product_kw))
+
+
+def products_made(newton, steps: int) -> list[tuple[str, tuple, bool]]:
+    """The products ``newton(m, y, steps, mul)`` makes, in order, as ``(label, ranges, square)``: listed by running it
+    on 0-d tensors with a ``mul`` that records instead of multiplying (``square``: ``b`` is ``a`` over one range, the
+    product :func:`spiking_mul` reads once)."""
+    made = []
+
+    def record(a, b, ranges, label):
+        made.append((label, ranges, b is a and ranges[0] == ranges[1]))
+        return torch.ones(())
+
+    newton(torch.ones(()), torch.ones(()), steps, record)
+    return made
 
 
 def _masked_positions(x: Tensor, mask: Optional[Tensor], causal: bool) -> Optional[Tensor]:
@@ -237,19 +270,154 @@ def times_power_of_two_masked(x: Tensor, e: Tensor, *masks: Optional[Tensor]) ->
     return out
 
 
+def even_exponent_split(v: Tensor) -> tuple[Tensor, Tensor]:
+    """``v = M 2^E`` with ``E`` even and ``M`` in [0.5, 2): ``torch.frexp``'s mantissa, doubled where its exponent is
+    odd. Returns ``(M, E)``."""
+    mant, expo = torch.frexp(v)
+    odd = (expo % 2) != 0
+    return torch.where(odd, mant * 2, mant), torch.where(odd, expo - 1, expo)
+
+
 def _even_exponent_rsqrt(
     v: Tensor, timesteps: int, n_basis, key: str, stats, refine: int, mode: str, budget_mb: float, neurons
 ) -> tuple[Tensor, Tensor]:
     """``v = M 2^E`` with E even and ``M`` in [0.5, 2); returns (rsqrt(M) by the neuron, E / 2)."""
-    mant, expo = torch.frexp(v)
-    odd = (expo % 2) != 0
-    mant = torch.where(odd, mant * 2, mant)
-    expo = torch.where(odd, expo - 1, expo)
+    mant, expo = even_exponent_split(v)
     rs = run_site_neuron(mant, "rsqrt", timesteps, n_basis=n_basis, key=key, stats=stats, neurons=neurons).output
     rs = refine_rsqrt(
         mant, rs, refine, timesteps=timesteps, mode=mode, stats=stats, budget_mb=budget_mb, name=key, neurons=neurons
     )
     return rs, expo // 2
+
+
+#: the numbers in one :func:`closed_form_product` summary
+_SUMMARY = 7
+
+
+@functools.lru_cache(maxsize=None)
+def _normalize_tail(rsqrt_fn, n_rsqrt_args: int, identity_fn, refine: int, out_dtype: torch.dtype):
+    r""":func:`_spiking_normalize` from the even-exponent split of the mean square on, in fused mode, as one function of
+    tensors (so one compiled pass over the rows and the input instead of about fifty operations and five compiled
+    calls): the rsqrt neuron (``rsqrt_fn``, :meth:`~mbe.neuron.base.SpikingNeuron.readout_form`), ``refine`` Newton
+    steps and the product with ``v``, each product :func:`closed_form_product` of the identity neuron's closed form
+    ``identity_fn``, then the shift by :math:`2^{-E/2}`. The same operations as the step-by-step path, so the same
+    numbers (``tests/test_ops.py``).
+
+    ``tail(v, mant, half_e, ranges, *rsqrt_args, *identity_args)``: ``v`` the (row-scaled) input widened to float64,
+    ``mant`` and ``half_e`` per row (:math:`M` and :math:`E/2` of :func:`even_exponent_split`; ``torch.frexp`` stays
+    outside, as Inductor's vectorised ``frexp`` does not compile in torch 2.13), ``ranges`` ``[K, 2]`` float64 (midpoint, half-width) of ``v``'s range then of
+    :data:`_TAIL_RANGES`. Returns ``(y in out_dtype, summary)``: ``summary`` float64, the rsqrt inputs' min and max
+    and its spike count, then one :func:`closed_form_product` summary per product, in the order made."""
+    squares = {sq: closed_form_product(identity_fn, False, torch.float64, sq) for sq in (False, True)}
+    final = closed_form_product(identity_fn, True, out_dtype)
+
+    def tail(v, mant, half_e, ranges, *args):
+        rsqrt_args, identity_args = args[:n_rsqrt_args], args[n_rsqrt_args:]
+
+        def scalars(rng):
+            i = _TAIL_ROW[rng]
+            return ranges[i, 0], ranges[i, 1]
+
+        summaries = []
+
+        def mul(a, b, rngs, label):
+            out, summary = squares[b is a and rngs[0] == rngs[1]](
+                a, b, *scalars(rngs[0]), *scalars(rngs[1]), *identity_args
+            )
+            summaries.append(summary)
+            return out
+
+        rs, counts = rsqrt_fn(mant, *rsqrt_args)
+        head = torch.stack([mant.amin(), mant.amax(), counts.sum()])
+        rs = newton_rsqrt(mant, rs, refine, mul)
+        y, summary = final(v, rs, ranges[0, 0], ranges[0, 1], *scalars(RSQRT_RANGE), *identity_args)
+        return times_power_of_two(y, -half_e), torch.cat([head, *summaries, summary])
+
+    return tail
+
+
+#: the fixed encoding ranges of the fused tails' products
+_TAIL_RANGES = (RSQRT_RANGE, HALF_TO_TWO_RANGE, NEAR_ONE_RANGE, MANTISSA_RANGE, HALF_TO_ONE_RANGE)
+#: each fixed range's row in the ranges tensor (:func:`_ranges_tensor`)
+_TAIL_ROW = {rng: i + 1 for i, rng in enumerate(_TAIL_RANGES)}
+
+
+def _ranges_tensor(first: tuple[float, float], device) -> Tensor:
+    """``[1 + len(_TAIL_RANGES), 2]`` float64: (midpoint, half-width) of ``first`` then of each fixed range, computed
+    as :func:`mbe.ops.encoding.range_scalars` computes them."""
+    rows = [midpoint_and_half_width(r) for r in (first, *_TAIL_RANGES)]
+    return torch.tensor(rows, dtype=torch.float64, device=device)
+
+
+def _split_summaries(summaries: list) -> list:
+    """A flat list of :func:`closed_form_product` summaries, one list of floats per product."""
+    return [summaries[i : i + _SUMMARY] for i in range(0, len(summaries), _SUMMARY)]
+
+
+def _products_inside(identity, products, chunks) -> bool:
+    """Whether every product's operands were inside their ranges (:func:`in_closed_form`), so the one pass read them
+    as :func:`spiking_mul` would. ``products``: ``(key, (range_a, range_b), square, numel_a, numel_b, macs)``;
+    ``chunks``: their summaries (:func:`_split_summaries`)."""
+    return all(
+        in_closed_form(identity, *scaled_extremes(r, lo, hi))
+        for (_, (ra, rb), *_), (_, _, _, a_min, a_max, b_min, b_max) in zip(products, chunks, strict=True)
+        for r, lo, hi in ((ra, a_min, a_max), (rb, b_min, b_max))
+    )
+
+
+def _record_products(stats, identity, timesteps: int, products, chunks, device) -> None:
+    """Record products read in one pass into ``stats`` as :func:`spiking_mul` records them."""
+    slots = identity.prepared(torch.float64, device)[0].numel()
+    for (key, _, square, numel_a, numel_b, macs), (spikes_a, spikes_b, pairs, *_) in zip(products, chunks, strict=True):
+        record_operand(stats, f"{key}.a", slots, timesteps, numel_a, spikes_a, 0)
+        if not square:
+            record_operand(stats, f"{key}.b", slots, timesteps, numel_b, spikes_b, 0)
+        stats.add_sops(f"{key}.a", int(pairs), macs)
+
+
+def _fused_normalize_tail(
+    v: Tensor, mean_sq: Tensor, eps_row, rng, timesteps: int, n_basis, refine: int, name: str, stats, neurons
+) -> Optional[Tensor]:
+    """``times_power_of_two(v * rsqrt(mean_sq + eps_row), -E/2)`` as :func:`_spiking_normalize`'s steps compute it,
+    in one compiled pass (:func:`_normalize_tail`), its statistics recorded; ``None`` (nothing recorded) where that
+    pass does not apply: compiling off, a GPU tensor, an identity neuron without the one-pass form, or (seen after
+    the pass) a rsqrt input outside its neuron's domain or a product operand outside its range, which the step-by-step
+    path clamps and reports."""
+    identity = pick_neuron("identity", timesteps, None, neurons)
+    form = one_pass_form(identity, v.device)
+    if form is None or not compile_enabled() or v.is_cuda or v.numel() == 0:
+        return None
+    rsqrt = pick_neuron("rsqrt", timesteps, n_basis, neurons)
+    rsqrt_fn, rsqrt_args = rsqrt.readout_form(torch.float64, v.device)
+    tail = _normalize_tail(rsqrt_fn, len(rsqrt_args), form[0], refine, v.dtype)
+    mant, expo = even_exponent_split(mean_sq + eps_row)
+    y, summary = compiled_call(
+        tail, v.to(torch.float64), mant, expo // 2, _ranges_tensor(rng, v.device), *rsqrt_args, *form[1]
+    )
+    mant_min, mant_max, rsqrt_spikes, *summaries = summary.tolist()
+    if not (rsqrt.domain[0] <= mant_min and mant_max <= rsqrt.domain[1]):
+        return None
+    rows, key = mean_sq.numel(), f"{name}.rsqrt"
+    products = [
+        (f"{key}.{label}", ranges, square, rows, rows, rows)
+        for label, ranges, square in products_made(newton_rsqrt, refine)
+    ]
+    products.append((f"{name}.product", (rng, RSQRT_RANGE), False, v.numel(), rows, v.numel()))
+    chunks = _split_summaries(summaries)
+    if not _products_inside(identity, products, chunks):
+        return None
+    if stats is not None:  # in the step-by-step path's order
+        stats.add(
+            key,
+            function="rsqrt",
+            n_basis=rsqrt.n_basis,
+            timesteps=timesteps,
+            elements=rows,
+            spikes=int(rsqrt_spikes),
+            clamped=0,
+        )
+        _record_products(stats, identity, timesteps, products, chunks, v.device)
+    return y
 
 
 def times_power_of_two(x: Tensor, e: Tensor) -> Tensor:
@@ -330,6 +498,10 @@ def _spiking_normalize(
         encoded_a=encoded_v,
         **kw,
     ).mean(dims, keepdim=True)
+    if mode == "fused" and not step_by_step:
+        fused = _fused_normalize_tail(v, mean_sq, eps_row, rng, timesteps, n_basis, refine, name, stats, neurons)
+        if fused is not None:
+            return fused
     rs, half_e = _even_exponent_rsqrt(
         mean_sq + eps_row, timesteps, n_basis, f"{name}.rsqrt", stats, refine, mode, budget_mb, neurons
     )

@@ -49,7 +49,9 @@ from .encoding import (
 DEFAULT_BUDGET_MB = 256.0
 
 
-def _record(stats: Optional[OpStats], key: str, slots: int, timesteps: int, n_elements: int, spikes, clamped) -> None:
+def record_operand(
+    stats: Optional[OpStats], key: str, slots: int, timesteps: int, n_elements: int, spikes, clamped
+) -> None:
     """One operand's encoding into ``stats``: ``slots`` = its identity neuron's ``N T``."""
     if stats is not None:
         stats.add(
@@ -137,9 +139,9 @@ def _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, o
             return None
     if stats is not None:
         slots = neuron.prepared(torch.float64, a.device)[0].numel()
-        _record(stats, f"{name}.a", slots, timesteps, a.numel(), spikes_a, 0)
+        record_operand(stats, f"{name}.a", slots, timesteps, a.numel(), spikes_a, 0)
         if not square:
-            _record(stats, f"{name}.b", slots, timesteps, b.numel(), spikes_b, 0)
+            record_operand(stats, f"{name}.b", slots, timesteps, b.numel(), spikes_b, 0)
         stats.add_sops(f"{name}.a", int(pairs), macs)
     return result
 
@@ -235,9 +237,9 @@ def _finish(stats, name, ea, eb, timesteps, a, b, sops, ra, rb, macs=0):
     if eb is not ea:
         warn_saturation(f"{name}.b", eb.clamped, rb)
     if stats is not None:
-        _record(stats, f"{name}.a", ea.intensity.numel(), timesteps, a.numel(), ea.counts.sum(), ea.clamped)
+        record_operand(stats, f"{name}.a", ea.intensity.numel(), timesteps, a.numel(), ea.counts.sum(), ea.clamped)
         if eb is not ea:
-            _record(stats, f"{name}.b", eb.intensity.numel(), timesteps, b.numel(), eb.counts.sum(), eb.clamped)
+            record_operand(stats, f"{name}.b", eb.intensity.numel(), timesteps, b.numel(), eb.counts.sum(), eb.clamped)
         stats.add_sops(f"{name}.a", sops, macs)
 
 
