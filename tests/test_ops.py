@@ -425,15 +425,16 @@ def test_mul_beyond_its_range_falls_back_to_the_step_by_step_encoding(gen):
 
 
 @pytest.mark.parametrize("compile_on", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_norm_tail_in_one_pass_is_the_step_by_step_norm(gen, monkeypatch, compile_on):
-    """Fused-mode norms read the rsqrt neuron, its Newton products and the final product in one pass
-    (``_normalize_tail``; run eagerly with compiling off): output and statistics are the step-by-step path's, bit for
-    bit. An operand beyond its range leaves the pass to the step-by-step path, which clamps and warns."""
+def test_row_tails_in_one_pass_are_the_step_by_step_operators(gen, monkeypatch, compile_on):
+    """Fused-mode norms and softmax read their steps after the row reduction (the rsqrt or reciprocal neuron, its
+    Newton products, the product with the input, the shift and masks) in one pass (``_row_tail``; run eagerly with
+    compiling off): output and statistics are the step-by-step path's, bit for bit. An operand beyond its range
+    leaves the pass to the step-by-step path, which clamps and warns."""
     from mbe.ops import nonlinear
 
     monkeypatch.setenv("MBE_COMPILE", "1" if compile_on else "0")
     monkeypatch.setattr(nonlinear, "compile_enabled", lambda: True)  # the pass, compiled or not
-    one_pass = nonlinear._fused_normalize_tail
+    one_pass = nonlinear._fused_row_tail
     taken = []
 
     def counted(*args, **kw):
@@ -442,7 +443,7 @@ def test_norm_tail_in_one_pass_is_the_step_by_step_norm(gen, monkeypatch, compil
         return out
 
     def run(op, x, *args, use_pass, **kw):
-        monkeypatch.setattr(nonlinear, "_fused_normalize_tail", counted if use_pass else lambda *a, **k: None)
+        monkeypatch.setattr(nonlinear, "_fused_row_tail", counted if use_pass else lambda *a, **k: None)
         stats = ops.OpStats()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -452,15 +453,22 @@ def test_norm_tail_in_one_pass_is_the_step_by_step_norm(gen, monkeypatch, compil
     x = torch.randn(4, 6, 24, generator=gen) * torch.exp(torch.randn(4, 6, 1, generator=gen))
     x[0, 0] = 0.0  # a zero row
     w, b = torch.randn(24, generator=gen), torch.randn(24, generator=gen)
+    logits = torch.randn(2, 3, 7, 7, generator=gen) * 6
+    logits[0, 0, 0] = -float("inf")  # a row with every key masked
+    mask = torch.zeros(2, 1, 1, 7)
+    mask[..., -2:] = torch.finfo(torch.float32).min
     cases = [  # (operator, input, arguments, keywords, whether the pass applies)
         (ops.spiking_layer_norm, x, (24, w, b), {}, True),
+        (ops.spiking_softmax, logits, (), {"mask": mask}, True),
         (ops.spiking_layer_norm, x[1, :1], (24,), {"refine": 0}, True),  # one row, no Newton step
         (ops.spiking_rms_norm, x, (w,), {"refine": 2}, True),
         (ops.spiking_layer_norm, x, (24,), {"row_scaling": False, "centered_range": (-40.0, 40.0)}, True),
+        (ops.spiking_softmax, logits.double(), (), {"causal": True, "refine": 2}, True),
+        (ops.spiking_softmax, logits[1, 0], (), {"dim": 0, "refine": 0}, True),
         (ops.spiking_layer_norm, x, (24,), {"row_scaling": False, "centered_range": (-0.1, 0.1)}, False),
     ]
     if compile_on:  # the numbers of Inductor's code; each case compiles its own graphs (10-30 s each)
-        cases = [cases[0], cases[-1]]
+        cases = [cases[0], cases[1], cases[-1]]
     for timesteps in (16,) if compile_on else (8, 16):
         for op, inp, args, kw, applies in cases:
             taken.clear()

@@ -203,6 +203,14 @@ def spiking_softmax(
     mant, expo = torch.frexp(total)
     empty = total == 0
     mant = torch.where(empty, torch.full_like(mant, 0.5), mant)
+    if mode == "fused":
+        finish = (k - expo, masked, empty)
+        out_dtype = torch.result_type(p, mant)
+        out = _fused_row_tail(
+            SOFTMAX_TAIL, p, mant, finish, MANTISSA_RANGE, out_dtype, timesteps, n_basis, refine, name, stats, neurons
+        )
+        if out is not None:
+            return out.movedim(-1, dim) if moved else out
     inv_m = run_site_neuron(
         mant, "reciprocal", timesteps, n_basis=n_basis, key=f"{name}.reciprocal", stats=stats, neurons=neurons
     ).output
@@ -294,25 +302,45 @@ def _even_exponent_rsqrt(
 _SUMMARY = 7
 
 
+@dataclass(frozen=True)
+class RowTail:
+    """What follows a row reduction in a norm or a softmax, read in one pass (:func:`_row_tail`): a neuron on each
+    row's mantissa (``function``), its Newton steps (``newton``), the product of the big operand with the result (the
+    row value over ``row_range``, ``silent_zeros`` as the step-by-step path passes it) and ``finish(y, *args)`` (the
+    exponent shift, and masks)."""
+
+    function: str
+    newton: object
+    row_range: tuple[float, float]
+    silent_zeros: bool
+    finish: object
+
+
 @functools.lru_cache(maxsize=None)
-def _normalize_tail(rsqrt_fn, n_rsqrt_args: int, identity_fn, refine: int, out_dtype: torch.dtype):
-    r""":func:`_spiking_normalize` from the even-exponent split of the mean square on, in fused mode, as one function of
-    tensors (so one compiled pass over the rows and the input instead of about fifty operations and five compiled
-    calls): the rsqrt neuron (``rsqrt_fn``, :meth:`~mbe.neuron.base.SpikingNeuron.readout_form`), ``refine`` Newton
-    steps and the product with ``v``, each product :func:`closed_form_product` of the identity neuron's closed form
-    ``identity_fn``, then the shift by :math:`2^{-E/2}`. The same operations as the step-by-step path, so the same
-    numbers (``tests/test_ops.py``).
+def _row_tail(spec: RowTail, identity_fn, refine: int, out_dtype: torch.dtype, n_finish: int):
+    r"""A norm's or a softmax's steps after its row neuron, in fused mode, as one function of tensors: one compiled
+    pass over the rows and the big operand instead of about forty operations and four compiled calls. ``refine``
+    Newton steps on the neuron's output (``spec.newton``), the product of the big operand with the result, each
+    product :func:`closed_form_product` of the identity neuron's closed form ``identity_fn`` (operands widened to
+    float64, the result in the operands' dtype, as :func:`spiking_mul`), then ``spec.finish``. The same operations as
+    the step-by-step path, so the same numbers (``tests/test_ops.py``). The neuron itself stays outside: its compiled
+    readout is one graph per ``(N, T)`` bucket shared with every other site, where inside the pass each tail would
+    compile its own ``N x T`` steps again (about a minute per graph on 2 cores).
 
-    ``tail(v, mant, half_e, ranges, *rsqrt_args, *identity_args)``: ``v`` the (row-scaled) input widened to float64,
-    ``mant`` and ``half_e`` per row (:math:`M` and :math:`E/2` of :func:`even_exponent_split`; ``torch.frexp`` stays
-    outside, as Inductor's vectorised ``frexp`` does not compile in torch 2.13), ``ranges`` ``[K, 2]`` float64 (midpoint, half-width) of ``v``'s range then of
-    :data:`_TAIL_RANGES`. Returns ``(y in out_dtype, summary)``: ``summary`` float64, the rsqrt inputs' min and max
-    and its spike count, then one :func:`closed_form_product` summary per product, in the order made."""
-    squares = {sq: closed_form_product(identity_fn, False, torch.float64, sq) for sq in (False, True)}
-    final = closed_form_product(identity_fn, True, out_dtype)
+    ``tail(big, mant, r, counts, ranges, *finish_args, *identity_args)``: ``big`` the operand widened to float64,
+    ``mant`` each row's mantissa, ``r`` and ``counts`` the neuron's output and spike counts on it, ``ranges``
+    ``[K, 2]`` float64, the (midpoint, half-width) of ``big``'s range then of :data:`_TAIL_RANGES`. Returns
+    ``(y in out_dtype, summary)``: ``summary`` float64, the neuron's spike count, then one
+    :func:`closed_form_product` summary per product, in the order made."""
+    products = {
+        (sq, dtype): closed_form_product(identity_fn, False, dtype, sq)
+        for sq in (False, True)
+        for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    }
+    final = closed_form_product(identity_fn, spec.silent_zeros, out_dtype)
 
-    def tail(v, mant, half_e, ranges, *args):
-        rsqrt_args, identity_args = args[:n_rsqrt_args], args[n_rsqrt_args:]
+    def tail(big, mant, r, counts, ranges, *args):
+        finish_args, identity_args = args[:n_finish], args[n_finish:]
 
         def scalars(rng):
             i = _TAIL_ROW[rng]
@@ -321,17 +349,20 @@ def _normalize_tail(rsqrt_fn, n_rsqrt_args: int, identity_fn, refine: int, out_d
         summaries = []
 
         def mul(a, b, rngs, label):
-            out, summary = squares[b is a and rngs[0] == rngs[1]](
-                a, b, *scalars(rngs[0]), *scalars(rngs[1]), *identity_args
+            square = b is a and rngs[0] == rngs[1]
+            product = products[(square, torch.promote_types(a.dtype, b.dtype))]
+            out, summary = product(
+                a.to(torch.float64), b.to(torch.float64), *scalars(rngs[0]), *scalars(rngs[1]), *identity_args
             )
             summaries.append(summary)
             return out
 
-        rs, counts = rsqrt_fn(mant, *rsqrt_args)
-        head = torch.stack([mant.amin(), mant.amax(), counts.sum()])
-        rs = newton_rsqrt(mant, rs, refine, mul)
-        y, summary = final(v, rs, ranges[0, 0], ranges[0, 1], *scalars(RSQRT_RANGE), *identity_args)
-        return times_power_of_two(y, -half_e), torch.cat([head, *summaries, summary])
+        head = counts.sum(dtype=torch.float64).reshape(1)
+        r = spec.newton(mant, r, refine, mul)
+        y, summary = final(
+            big, r.to(torch.float64), ranges[0, 0], ranges[0, 1], *scalars(spec.row_range), *identity_args
+        )
+        return spec.finish(y, *finish_args), torch.cat([head, *summaries, summary])
 
     return tail
 
@@ -375,48 +406,66 @@ def _record_products(stats, identity, timesteps: int, products, chunks, device) 
         stats.add_sops(f"{key}.a", int(pairs), macs)
 
 
-def _fused_normalize_tail(
-    v: Tensor, mean_sq: Tensor, eps_row, rng, timesteps: int, n_basis, refine: int, name: str, stats, neurons
+def _fused_row_tail(
+    spec: RowTail,
+    big: Tensor,
+    mant: Tensor,
+    finish_args: tuple,
+    big_range,
+    out_dtype,
+    timesteps: int,
+    n_basis,
+    refine: int,
+    name: str,
+    stats,
+    neurons,
 ) -> Optional[Tensor]:
-    """``times_power_of_two(v * rsqrt(mean_sq + eps_row), -E/2)`` as :func:`_spiking_normalize`'s steps compute it,
-    in one compiled pass (:func:`_normalize_tail`), its statistics recorded; ``None`` (nothing recorded) where that
-    pass does not apply: compiling off, a GPU tensor, an identity neuron without the one-pass form, or (seen after
-    the pass) a rsqrt input outside its neuron's domain or a product operand outside its range, which the step-by-step
-    path clamps and reports."""
+    """``spec``'s steps after a row reduction (:class:`RowTail`) as the step-by-step path computes them, in one
+    compiled pass after the row neuron (:func:`_row_tail`), its statistics recorded as that path records them; ``None``
+    (nothing recorded) where the pass does not apply: compiling off, a GPU tensor, an identity neuron without the
+    one-pass form, a mantissa outside its neuron's domain, or (seen after the pass) a product operand outside its
+    range, which the step-by-step path clamps and reports. ``big``: the big operand (any float dtype; widened here), over
+    ``big_range``; ``mant``: each row's mantissa."""
     identity = pick_neuron("identity", timesteps, None, neurons)
-    form = one_pass_form(identity, v.device)
-    if form is None or not compile_enabled() or v.is_cuda or v.numel() == 0:
+    form = one_pass_form(identity, big.device)
+    if form is None or not compile_enabled() or big.is_cuda or big.numel() == 0:
         return None
-    rsqrt = pick_neuron("rsqrt", timesteps, n_basis, neurons)
-    rsqrt_fn, rsqrt_args = rsqrt.readout_form(torch.float64, v.device)
-    tail = _normalize_tail(rsqrt_fn, len(rsqrt_args), form[0], refine, v.dtype)
-    mant, expo = even_exponent_split(mean_sq + eps_row)
+    neuron = pick_neuron(spec.function, timesteps, n_basis, neurons)
+    res, clamped = neuron.evaluate(mant)  # its own compiled graph, shared with every site of its (N, T) bucket
+    if clamped:
+        return None
+    tail = _row_tail(spec, form[0], refine, out_dtype, len(finish_args))
     y, summary = compiled_call(
-        tail, v.to(torch.float64), mant, expo // 2, _ranges_tensor(rng, v.device), *rsqrt_args, *form[1]
+        tail,
+        big.to(torch.float64),
+        mant,
+        res.output,
+        res.spike_counts,
+        _ranges_tensor(big_range, big.device),
+        *finish_args,
+        *form[1],
     )
-    mant_min, mant_max, rsqrt_spikes, *summaries = summary.tolist()
-    if not (rsqrt.domain[0] <= mant_min and mant_max <= rsqrt.domain[1]):
-        return None
-    rows, key = mean_sq.numel(), f"{name}.rsqrt"
+    spikes, *summaries = summary.tolist()
+    rows, key = mant.numel(), f"{name}.{spec.function}"
     products = [
         (f"{key}.{label}", ranges, square, rows, rows, rows)
-        for label, ranges, square in products_made(newton_rsqrt, refine)
+        for label, ranges, square in products_made(spec.newton, refine)
     ]
-    products.append((f"{name}.product", (rng, RSQRT_RANGE), False, v.numel(), rows, v.numel()))
+    products.append((f"{name}.product", (big_range, spec.row_range), False, big.numel(), rows, big.numel()))
     chunks = _split_summaries(summaries)
     if not _products_inside(identity, products, chunks):
         return None
     if stats is not None:  # in the step-by-step path's order
         stats.add(
             key,
-            function="rsqrt",
-            n_basis=rsqrt.n_basis,
+            function=spec.function,
+            n_basis=neuron.n_basis,
             timesteps=timesteps,
             elements=rows,
-            spikes=int(rsqrt_spikes),
+            spikes=int(spikes),
             clamped=0,
         )
-        _record_products(stats, identity, timesteps, products, chunks, v.device)
+        _record_products(stats, identity, timesteps, products, chunks, big.device)
     return y
 
 
@@ -435,6 +484,12 @@ def times_power_of_two(x: Tensor, e: Tensor) -> Tensor:
     # inf * 2^e stay 0 and inf instead of becoming NaN
     factor = power_of_two(e.clamp(-1074, 1023), torch.float64)
     return (x.to(torch.float64) * factor).to(x.dtype)
+
+
+#: a norm after its mean square: rsqrt of the mantissa, the product with the input, the shift by 2^(-E/2)
+NORM_TAIL = RowTail("rsqrt", newton_rsqrt, RSQRT_RANGE, True, times_power_of_two)
+#: a softmax after its row sum: reciprocal of the mantissa, the product with 2^f, the shift and the masks
+SOFTMAX_TAIL = RowTail("reciprocal", newton_reciprocal, MANTISSA_RANGE, False, times_power_of_two_masked)
 
 
 def _norm_dims(x: Tensor, normalized_shape, what: str) -> tuple[int, ...]:
@@ -499,7 +554,10 @@ def _spiking_normalize(
         **kw,
     ).mean(dims, keepdim=True)
     if mode == "fused" and not step_by_step:
-        fused = _fused_normalize_tail(v, mean_sq, eps_row, rng, timesteps, n_basis, refine, name, stats, neurons)
+        mant, expo = even_exponent_split(mean_sq + eps_row)
+        fused = _fused_row_tail(
+            NORM_TAIL, v, mant, (-(expo // 2),), rng, v.dtype, timesteps, n_basis, refine, name, stats, neurons
+        )
         if fused is not None:
             return fused
     rs, half_e = _even_exponent_rsqrt(
