@@ -22,7 +22,7 @@ from .compiled import (
     compiled_table_readout,
     pad_to_bucket,
 )
-from .functional import NeuronOutput, check_finite, clamp_to_domain, readout_per_basis, simulate
+from .functional import NeuronOutput, check_finite, clamp_to_domain, simulate
 from .ladder import halving_levels, ladder_readout, staggered_form, staggered_readout
 
 BACKENDS = ("auto", "torch", "triton")
@@ -155,14 +155,6 @@ class SpikingNeuron(nn.Module):
             return ladder_readout, (alpha * 2.0 ** (1 - self.timesteps), top, weight, bias, offset, wide)
 
         return self._cached(("ladder", dtype, device), build)
-
-    def readout_form(self, dtype: torch.dtype, device: torch.device) -> tuple:
-        """``(fn, args)`` with ``fn(x, *args)`` the fused readout ``(output, counts)`` of inputs inside the domain, as
-        a pure function of tensors to call inside a larger compiled pass: the closed form (:meth:`ladder`) where there
-        is one, else :func:`~mbe.neuron.functional.readout_per_basis` with the kernels padded to their compile bucket.
-        The numbers :meth:`evaluate` gives without tables."""
-        form = self.ladder(dtype, device)
-        return form if form is not None else (readout_per_basis, self.prepared(dtype, device, padded=True))
 
     def lookup_table(self, build: bool = True) -> Optional[lookup.LookupTable]:
         """The neuron's exact readout table (:mod:`mbe.neuron.lookup`; float32, CPU), built on first request

@@ -37,14 +37,19 @@ from .encoding import (
     Range,
     check_args,
     encode,
-    in_closed_form,
     midpoint_and_half_width,
     pick_neuron,
     resolve_range,
     run_site_neuron,
-    scaled_extremes,
 )
-from .products import DEFAULT_BUDGET_MB, closed_form_product, one_pass_form, record_operand, spiking_mul
+from .products import (
+    DEFAULT_BUDGET_MB,
+    closed_form_product,
+    one_pass_form,
+    operands_inside,
+    record_product,
+    spiking_mul,
+)
 
 LOG2E = 1.0 / math.log(2.0)
 #: encoding range for a mantissa in [1, 2] (with a margin for the neurons' own approximation error)
@@ -386,13 +391,10 @@ def _split_summaries(summaries: list) -> list:
 
 
 def _products_inside(identity, products, chunks) -> bool:
-    """Whether every product's operands were inside their ranges (:func:`in_closed_form`), so the one pass read them
-    as :func:`spiking_mul` would. ``products``: ``(key, (range_a, range_b), square, numel_a, numel_b, macs)``;
-    ``chunks``: their summaries (:func:`_split_summaries`)."""
+    """Whether every product's operands were inside their ranges (:func:`operands_inside`). ``products``: ``(key,
+    (range_a, range_b), square, numel_a, numel_b, macs)``; ``chunks``: their summaries (:func:`_split_summaries`)."""
     return all(
-        in_closed_form(identity, *scaled_extremes(r, lo, hi))
-        for (_, (ra, rb), *_), (_, _, _, a_min, a_max, b_min, b_max) in zip(products, chunks, strict=True)
-        for r, lo, hi in ((ra, a_min, a_max), (rb, b_min, b_max))
+        operands_inside(identity, ranges, chunk[3:]) for (_, ranges, *_), chunk in zip(products, chunks, strict=True)
     )
 
 
@@ -400,10 +402,7 @@ def _record_products(stats, identity, timesteps: int, products, chunks, device) 
     """Record products read in one pass into ``stats`` as :func:`spiking_mul` records them."""
     slots = identity.prepared(torch.float64, device)[0].numel()
     for (key, _, square, numel_a, numel_b, macs), (spikes_a, spikes_b, pairs, *_) in zip(products, chunks, strict=True):
-        record_operand(stats, f"{key}.a", slots, timesteps, numel_a, spikes_a, 0)
-        if not square:
-            record_operand(stats, f"{key}.b", slots, timesteps, numel_b, spikes_b, 0)
-        stats.add_sops(f"{key}.a", int(pairs), macs)
+        record_product(stats, key, slots, timesteps, (numel_a, numel_b), (spikes_a, spikes_b), pairs, macs, square)
 
 
 def _fused_row_tail(

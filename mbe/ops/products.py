@@ -49,9 +49,7 @@ from .encoding import (
 DEFAULT_BUDGET_MB = 256.0
 
 
-def record_operand(
-    stats: Optional[OpStats], key: str, slots: int, timesteps: int, n_elements: int, spikes, clamped
-) -> None:
+def _record(stats: Optional[OpStats], key: str, slots: int, timesteps: int, n_elements: int, spikes, clamped) -> None:
     """One operand's encoding into ``stats``: ``slots`` = its identity neuron's ``N T``."""
     if stats is not None:
         stats.add(
@@ -63,6 +61,28 @@ def record_operand(
             spikes=int(spikes),
             clamped=clamped,
         )
+
+
+def operands_inside(identity: SpikingNeuron, ranges: tuple, extremes) -> bool:
+    """Whether both operands of a product read in one pass were inside their ranges (:func:`in_closed_form`), so the
+    pass read them as :func:`encode` would: ``extremes`` = ``[min a, max a, min b, max b]`` from its summary."""
+    a_min, a_max, b_min, b_max = extremes
+    return all(
+        in_closed_form(identity, *scaled_extremes(rng, lo, hi))
+        for rng, lo, hi in ((ranges[0], a_min, a_max), (ranges[1], b_min, b_max))
+    )
+
+
+def record_product(
+    stats: OpStats, key: str, slots: int, timesteps: int, numels: tuple, spikes: tuple, pairs, macs: int, square: bool
+) -> None:
+    """A product read in one pass (:func:`closed_form_product`) into ``stats``: each operand's spikes under
+    ``"{key}.a"`` and ``"{key}.b"`` (``a`` only for a square), nothing clamped, and the spike pairs with the exact
+    product's ``macs``; ``numels`` and ``spikes`` per operand, ``slots`` = the identity neuron's ``N T``."""
+    _record(stats, f"{key}.a", slots, timesteps, numels[0], spikes[0], 0)
+    if not square:
+        _record(stats, f"{key}.b", slots, timesteps, numels[1], spikes[1], 0)
+    stats.add_sops(f"{key}.a", int(pairs), macs)
 
 
 def _closed_form_operand(x: Tensor, mid: Tensor, half: Tensor, readout_fn, args: tuple, silent_zeros: bool):
@@ -133,16 +153,12 @@ def _closed_form_pass(a, b, ra, rb, timesteps, n_basis, neurons, silent_zeros, o
     # widened first, as encode does (a float32 operand makes Inductor tile the float64 body twice as wide)
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     result, summary = compiled_call(fn, a64, b64, *range_scalars(ra, a.device), *range_scalars(rb, a.device), *args)
-    spikes_a, spikes_b, pairs, a_min, a_max, b_min, b_max = summary.tolist()
-    for rng, x_min, x_max in ((ra, a_min, a_max), (rb, b_min, b_max)):
-        if not in_closed_form(neuron, *scaled_extremes(rng, x_min, x_max)):
-            return None
+    spikes_a, spikes_b, pairs, *extremes = summary.tolist()
+    if not operands_inside(neuron, (ra, rb), extremes):
+        return None
     if stats is not None:
         slots = neuron.prepared(torch.float64, a.device)[0].numel()
-        record_operand(stats, f"{name}.a", slots, timesteps, a.numel(), spikes_a, 0)
-        if not square:
-            record_operand(stats, f"{name}.b", slots, timesteps, b.numel(), spikes_b, 0)
-        stats.add_sops(f"{name}.a", int(pairs), macs)
+        record_product(stats, name, slots, timesteps, (a.numel(), b.numel()), (spikes_a, spikes_b), pairs, macs, square)
     return result
 
 
@@ -237,9 +253,9 @@ def _finish(stats, name, ea, eb, timesteps, a, b, sops, ra, rb, macs=0):
     if eb is not ea:
         warn_saturation(f"{name}.b", eb.clamped, rb)
     if stats is not None:
-        record_operand(stats, f"{name}.a", ea.intensity.numel(), timesteps, a.numel(), ea.counts.sum(), ea.clamped)
+        _record(stats, f"{name}.a", ea.intensity.numel(), timesteps, a.numel(), ea.counts.sum(), ea.clamped)
         if eb is not ea:
-            record_operand(stats, f"{name}.b", eb.intensity.numel(), timesteps, b.numel(), eb.counts.sum(), eb.clamped)
+            _record(stats, f"{name}.b", eb.intensity.numel(), timesteps, b.numel(), eb.counts.sum(), eb.clamped)
         stats.add_sops(f"{name}.a", sops, macs)
 
 
