@@ -16,6 +16,10 @@ of two so its largest magnitude is in [0.5, 1)); :math:`\sigma^2 = \tfrac1n \sum
 :math:`\sigma^2 + \epsilon = M 2^{E}` with :math:`E` made even (:math:`M \in [0.5, 2)`);
 :math:`(x - \mu)/\sigma = \big((x-\mu) \otimes \mathrm{rsqrt}(M)\big) 2^{-E/2}`; then :math:`\gamma, \beta`
 as constants. RMSNorm is the same without the mean.
+
+In fused mode, everything after a row's neuron (:math:`\mathrm{rsqrt}(M)` or :math:`1/M`: its Newton products,
+the product with the big operand, the shift and the masks) is one compiled pass (:class:`RowTail`), with the
+step-by-step path's numbers and statistics; the step-by-step path remains the reference and the fallback.
 """
 
 from __future__ import annotations
