@@ -113,10 +113,11 @@ def refine_rsqrt(m: Tensor, y: Tensor, steps: int, **product_kw) -> Tensor:
     return newton_rsqrt(m, y, steps, _spiking_products(product_kw.pop("name"), product_kw))
 
 
-def products_made(newton, steps: int) -> list[tuple[str, tuple, bool]]:
+@functools.lru_cache(maxsize=None)
+def products_made(newton, steps: int) -> tuple[tuple[str, tuple, bool], ...]:
     """The products ``newton(m, y, steps, mul)`` makes, in order, as ``(label, ranges, square)``: listed by running it
     on 0-d tensors with a ``mul`` that records instead of multiplying (``square``: ``b`` is ``a`` over one range, the
-    product :func:`spiking_mul` reads once)."""
+    product :func:`spiking_mul` reads once). Cached: one listing per Newton function and step count."""
     made = []
 
     def record(a, b, ranges, label):
@@ -124,7 +125,7 @@ def products_made(newton, steps: int) -> list[tuple[str, tuple, bool]]:
         return torch.ones(())
 
     newton(torch.ones(()), torch.ones(()), steps, record)
-    return made
+    return tuple(made)
 
 
 def _masked_positions(x: Tensor, mask: Optional[Tensor], causal: bool) -> Optional[Tensor]:
