@@ -355,7 +355,7 @@ def test_mul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compile_o
     a_zeros = a.clone()
     a_zeros[0, :2] = 0.0
     cases.append((a_zeros, a_zeros, ((-5.0, 5.0), (-5.0, 5.0))))
-    for timesteps in (8, 16):
+    for timesteps in (8, 16, 32):
         for dtype in (torch.float32, torch.float64):
             for a, b, ranges in cases:
                 a, b = a.to(dtype), (a.to(dtype) if b is a else b.to(dtype))
@@ -384,7 +384,7 @@ def test_matmul_in_one_pass_is_the_step_by_step_product(gen, monkeypatch, compil
     p = torch.softmax(torch.randn(2, 3, 5, 5, generator=gen), -1)
     p[0, 0, 0, :2] = 0.0
     cases = [(q, k, ((-5.0, 5.0), (-5.0, 5.0))), (p, q, ((0.0, 1.0), (-5.0, 5.0))), (q[0, 0], k[:, :1], (None, None))]
-    for timesteps in (8, 16):
+    for timesteps in (8, 16, 32):
         for dtype in (torch.float32, torch.float64):
             for a, b, ranges in cases:
                 a, b = a.to(dtype), b.to(dtype)
@@ -409,8 +409,9 @@ def test_mul_beyond_its_range_falls_back_to_the_step_by_step_encoding(gen):
 
     a = torch.randn(4, 9, generator=gen) * 3
     b = torch.rand(4, 1, generator=gen) + 0.5
-    # beyond the range (a tail), beyond the tails (clamped), and inside it at T=32 (the per-basis identity form)
-    cases = [(((-1.0, 1.0), (0.5, 1.5)), 16), (((-0.1, 0.1), (0.5, 1.5)), 16), (((-9.0, 9.0), (0.0, 2.0)), 32)]
+    # beyond the range (a tail), beyond the tails (clamped), and inside it at T=50 (beyond the staggered identity
+    # form's reach: the per-basis form, no one pass)
+    cases = [(((-1.0, 1.0), (0.5, 1.5)), 16), (((-0.1, 0.1), (0.5, 1.5)), 16), (((-9.0, 9.0), (0.0, 2.0)), 50)]
     clamped = []
     for ranges, timesteps in cases:
         stats = ops.OpStats()
@@ -469,7 +470,7 @@ def test_row_tails_in_one_pass_are_the_step_by_step_operators(gen, monkeypatch, 
     ]
     if compile_on:  # the numbers of Inductor's code; each case compiles its own graphs (10-30 s each)
         cases = [cases[0], cases[1], cases[-1]]
-    for timesteps in (16,) if compile_on else (8, 16):
+    for timesteps in (16,) if compile_on else (8, 16, 32):
         for op, inp, args, kw, applies in cases:
             taken.clear()
             fused, fused_stats, fused_warned = run(op, inp, *args, use_pass=True, timesteps=timesteps, **kw)

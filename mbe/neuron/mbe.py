@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .base import SpikingNeuron, validate_counts, validate_domain
 from .functional import exponential_kernel
-from .ladder import halvings
+from .ladder import halvings, staggered_form
 
 PER_BASIS = ("alpha_d", "alpha_r", "alpha_vth", "tau_d", "tau_r", "tau_vth", "dt", "weight", "input_offset")
 
@@ -180,21 +180,40 @@ def binary_identity(n_basis: int, timesteps: int, domain=(-1.0, 1.0)) -> BinaryI
     rather than fitting them, and this is a neuron of exactly its form (Eq. 4-8) with those parameters fixed.
     Any N >= 1 and T >= 1; no fit, so nothing to ship or cache. The kernels halve exactly
     (:class:`BinaryIdentity`), so in float64 (as products encode their operands) the readout takes the exact closed
-    form of :mod:`mbe.neuron.ladder`; for that, from T = 30 on :math:`\alpha` is rounded up to :math:`53 - T`
-    significant bits (a relative change below :math:`2^{T-52}`; below T = 30 the levels are :math:`\alpha` in float32).
+    form of :mod:`mbe.neuron.ladder`. Below T = 30 the levels are :math:`\alpha` in float32 and the bases take the
+    staggered form (one quotient for all of them) where N is a power of two. From T = 30 on :math:`\alpha` is rounded
+    up to the most significant bits (at most :math:`53 - T`) at which the staggered form is still exact: its readout
+    sums multiples of :math:`w q` and the float32 bias, which float64 holds only if :math:`\alpha` has few enough
+    bits (N=8: 20 bits at T=30, 18 at T=32, up to T=49; a relative change of :math:`\alpha` below :math:`2^{1-bits}`,
+    7.6e-6 at T=32, so the encoded range grows by as much). Where no precision gives it (N not a power of two, or T
+    beyond), :math:`53 - T` bits and the per-basis closed form.
     """
     validate_counts(n_basis, timesteps)
     lo, hi = validate_domain(domain)
     alpha = (hi - lo) / (2.0 * (1.0 - 2.0**-timesteps))
-    if 30 <= timesteps < 53:  # exactly representable in float32 after this, so the levels are this alpha
-        alpha = _round_up(alpha, 53 - timesteps)
+    if timesteps < 30:
+        return BinaryIdentity(_identity_parameters(n_basis, timesteps, lo, alpha), timesteps, "identity", (lo, hi))
+    # float32 holds alpha exactly from here on. Each fewer bit rounds alpha up by at most a relative 2^-bits
+    # (the encoded range only grows); the first precision whose staggered form is exact wins, else 53 - T bits
+    for bits in range(min(24, 53 - timesteps), 0, -1):
+        params = _identity_parameters(n_basis, timesteps, lo, _round_up(alpha, bits))
+        wide = [v.double() for v in (params.alpha_d, params.weight, params.bias, params.input_offset)]
+        if staggered_form(*wide, timesteps) is not None:
+            break
+    else:
+        params = _identity_parameters(n_basis, timesteps, lo, _round_up(alpha, 53 - timesteps))
+    return BinaryIdentity(params, timesteps, "identity", (lo, hi))
+
+
+def _identity_parameters(n_basis: int, timesteps: int, lo: float, alpha: float) -> MBEParameters:
+    """:func:`binary_identity`'s parameters (float32) for the leading level ``alpha``."""
     step = alpha * 2.0 ** (1 - timesteps)
     offsets = lo - torch.arange(n_basis, dtype=torch.float64) * step / n_basis
 
     def full(value: float) -> Tensor:
         return torch.full((n_basis,), value, dtype=torch.float32)
 
-    params = MBEParameters(
+    return MBEParameters(
         alpha_d=full(alpha),
         alpha_r=full(alpha),
         alpha_vth=full(alpha),
@@ -206,4 +225,3 @@ def binary_identity(n_basis: int, timesteps: int, domain=(-1.0, 1.0)) -> BinaryI
         input_offset=offsets.float(),
         bias=torch.tensor(float(offsets.mean()) + step / 2, dtype=torch.float32),
     )
-    return BinaryIdentity(params, timesteps, "identity", (lo, hi))

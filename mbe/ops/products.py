@@ -129,9 +129,10 @@ def closed_form_product(readout_fn, silent_zeros: bool, out_dtype: Optional[torc
 
 def one_pass_form(neuron: SpikingNeuron, device) -> Optional[tuple]:
     """The identity neuron's closed form ``(readout, args)`` when products take the one pass
-    (:func:`closed_form_product`): the staggered form only. With the per-basis ladder (T >= 30, or N not a power
-    of two) the one pass measured slower than encoding each operand once (Inductor recomputes the N quotients in
-    several of its loops), so those products encode step by step."""
+    (:func:`closed_form_product`): the staggered form only. With the per-basis ladder (N not a power of two, or T
+    beyond the staggered form's reach, :func:`~mbe.neuron.binary_identity`) the one pass measured slower than
+    encoding each operand once (Inductor recomputes the N quotients in several of its loops), so those products
+    encode step by step."""
     form = neuron.ladder(torch.float64, device)
     return form if form is not None and form[0] is staggered_readout else None
 
