@@ -233,8 +233,8 @@ class ConversionState:
         """The neuron fitted at the current T for ``site``'s group (:meth:`activation_group`; without ``site``,
         for every site of ``function``), or ``None`` (the shipped table). Resolved once per group and T, and
         cached on disk (:func:`mbe.tables.fitted_on_domain`); above T=16 the fit starts from the group's fit at
-        :func:`mbe.tables.refinement_anchor` (T), and that lower-T neuron is kept instead when it is more
-        accurate on the group's data (:func:`mbe.tables.better_of`)."""
+        :func:`mbe.tables.refinement_anchor` (T), and that lower-T neuron is kept instead unless the fit is clearly
+        more accurate on the group's data (:func:`mbe.tables.better_of`)."""
         group = self.activation_group(site) if site is not None and site.kind == "activation" else None
         return self._group_neuron(function, group, self.config.timesteps)
 
