@@ -167,6 +167,16 @@ def test_a_binary_identity_takes_the_ladder_through_evaluate_and_the_products(ti
     assert significant_bits(alpha) + timesteps <= 53
 
 
+def test_a_binary_identity_beyond_float64s_ladders_keeps_its_level():
+    """From T = 53 on no halving ladder is exact in float64: the level is the formula's, unrounded, and the
+    readout is simulated (no closed form)."""
+    for timesteps in (53, 64):
+        neuron = binary_identity(8, timesteps)
+        exact = 2.0 / (2.0 * (1.0 - 2.0**-timesteps))
+        assert float(neuron.alpha_d[0]) == float(torch.tensor(exact, dtype=torch.float32))
+        assert neuron.ladder(F64, torch.device("cpu")) is None
+
+
 def test_which_kernels_are_ladders():
     cpu = torch.device("cpu")
     identity = binary_identity(8, 16)

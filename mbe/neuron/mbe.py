@@ -200,8 +200,10 @@ def binary_identity(n_basis: int, timesteps: int, domain=(-1.0, 1.0)) -> BinaryI
         wide = [v.double() for v in (params.alpha_d, params.weight, params.bias, params.input_offset)]
         if staggered_form(*wide, timesteps) is not None:
             break
-    else:
-        params = _identity_parameters(n_basis, timesteps, lo, _round_up(alpha, 53 - timesteps))
+    else:  # from T = 53 on no ladder fits float64: alpha as it is
+        params = _identity_parameters(
+            n_basis, timesteps, lo, _round_up(alpha, 53 - timesteps) if timesteps < 53 else alpha
+        )
     return BinaryIdentity(params, timesteps, "identity", (lo, hi))
 
 
