@@ -316,6 +316,33 @@ def test_an_error_of_the_input_itself_is_raised_and_compiling_stays_on(monkeypat
     assert compiled.compile_enabled()
 
 
+def test_compiled_paths_raise_dynamos_limits_only_for_their_call(monkeypatch):
+    """``_run`` sets ``DYNAMO_LIMITS`` for the compiled call and restores the caller's values after it, also when the
+    call fails."""
+    from mbe.neuron import compiled
+
+    config = torch._dynamo.config
+    monkeypatch.setattr(config, "recompile_limit", 3)
+    seen = []
+
+    def probe(*args):
+        seen.append({name: getattr(config, name) for name in compiled.DYNAMO_LIMITS})
+        return args[0] * 2
+
+    def failing(*args):
+        probe(*args)
+        raise RuntimeError("compiler broken")
+
+    x = torch.ones(3)
+    assert torch.equal(compiled._run(lambda: probe, lambda t: t, x), x * 2)
+    monkeypatch.setattr(compiled, "_failed", None)
+    with pytest.warns(RuntimeWarning, match="compiler broken"):
+        assert torch.equal(compiled._run(lambda: failing, lambda t: t + 1, x), x + 1)
+    monkeypatch.setattr(compiled, "_failed", None)
+    assert seen == [compiled.DYNAMO_LIMITS] * 2
+    assert config.recompile_limit == 3
+
+
 def test_compile_can_be_switched_off(monkeypatch):
     from mbe.neuron import compiled
 
