@@ -322,7 +322,8 @@ def test_compiled_paths_raise_dynamos_limits_only_for_their_call(monkeypatch):
     from mbe.neuron import compiled
 
     config = torch._dynamo.config
-    monkeypatch.setattr(config, "recompile_limit", 3)
+    caller = config.recompile_limit  # set and restored by hand: monkeypatch's undo deletes (hides) a config entry
+    config.recompile_limit = 3
     seen = []
 
     def probe(*args):
@@ -334,13 +335,16 @@ def test_compiled_paths_raise_dynamos_limits_only_for_their_call(monkeypatch):
         raise RuntimeError("compiler broken")
 
     x = torch.ones(3)
-    assert torch.equal(compiled._run(lambda: probe, lambda t: t, x), x * 2)
-    monkeypatch.setattr(compiled, "_failed", None)
-    with pytest.warns(RuntimeWarning, match="compiler broken"):
-        assert torch.equal(compiled._run(lambda: failing, lambda t: t + 1, x), x + 1)
-    monkeypatch.setattr(compiled, "_failed", None)
-    assert seen == [compiled.DYNAMO_LIMITS] * 2
-    assert config.recompile_limit == 3
+    try:
+        assert torch.equal(compiled._run(lambda: probe, lambda t: t, x), x * 2)
+        monkeypatch.setattr(compiled, "_failed", None)
+        with pytest.warns(RuntimeWarning, match="compiler broken"):
+            assert torch.equal(compiled._run(lambda: failing, lambda t: t + 1, x), x + 1)
+        monkeypatch.setattr(compiled, "_failed", None)
+        assert seen == [compiled.DYNAMO_LIMITS] * 2
+        assert config.recompile_limit == 3
+    finally:
+        config.recompile_limit = caller
 
 
 def test_compile_can_be_switched_off(monkeypatch):
