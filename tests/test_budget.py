@@ -302,11 +302,11 @@ def test_a_growing_activation_takes_inputs_above_its_range_into_a_headroom_tail(
 
 def test_default_config_and_the_paper_preset():
     default, paper = mbe.ConversionConfig(), mbe.ConversionConfig.paper(timesteps=8)
-    assert default.activation_domain == "density" and default.basis("gelu") == 16 and default.basis("tanh") == 8
+    assert default.activation_domain == "density" and default.basis("gelu") == 16 and default.basis("tanh") == 16
     assert default.basis("identity") is None and default.basis("exp2") is None  # the paper's N (8)
     # below T=16 the slots N T of the smooth activations and the identity stay at their T=16 count
     low = mbe.ConversionConfig(timesteps=8)
-    assert (low.basis("silu"), low.basis("identity"), low.basis("tanh"), low.basis("rsqrt")) == (32, 16, 8, None)
+    assert (low.basis("silu"), low.basis("identity"), low.basis("tanh"), low.basis("rsqrt")) == (32, 16, 32, None)
     assert mbe.default_n_basis(4)["gelu"] == 64 and mbe.default_n_basis(1)["gelu"] == 64  # at most 64
     assert mbe.default_n_basis(32) == mbe.default_n_basis(16)  # more T never lowers N
     explicit = mbe.ConversionConfig(timesteps=8, n_basis={"gelu": 4})
