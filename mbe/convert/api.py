@@ -125,6 +125,7 @@ def calibrate(snn: nn.Module, calibration: Iterable[dict], progress: bool = True
     for site in state.sites.values():
         site.reference_error, site.analog_reason = None, ""
     state.fitted.clear()  # new ranges: the activation neurons and their site groups are resolved again
+    state.tail_fits.clear()
     state.groups.clear()
     it = batches
     if progress:
