@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 
@@ -329,10 +329,33 @@ def neuron_for(function: str, n_basis: Optional[int] = None, timesteps: int = 16
         return binary_identity(n_basis, timesteps, spec.domain)
     if (SHIPPED_DIR / TableKey(function, n_basis, timesteps).filename).is_file():
         return get_neuron(function, n_basis=n_basis, timesteps=timesteps)
+    return refined_fit(
+        function, spec.domain, n_basis, timesteps, lambda t: neuron_for(function, n_basis, t), progress=True
+    )
+
+
+def refined_fit(
+    function: str,
+    domain,
+    n_basis: int,
+    timesteps: int,
+    anchor_at: Callable[[int], MBENeuron],
+    *,
+    density=None,
+    progress: bool = False,
+    quick: bool = False,
+) -> MBENeuron:
+    """The neuron for ``function`` on ``domain`` at ``timesteps``: :func:`fitted_on_domain`, and above
+    :data:`REFINE_ABOVE_T` started from ``anchor_at(refinement_anchor(T))`` (the same neuron's resolution at the
+    lower T, e.g. a shipped table, a calibrated group's fit or a tail's) and kept only where clearly more accurate
+    than that start (:func:`better_of`). The one rule behind :func:`neuron_for` and the conversion's fitted and
+    tail neurons, so that more T never costs accuracy on the fit's data."""
     anchor = refinement_anchor(timesteps)
-    init = None if anchor is None else neuron_for(function, n_basis, anchor)
-    fitted = fitted_on_domain(function, spec.domain, n_basis, timesteps, progress=True, init=init)
-    return fitted if init is None else better_of(fitted, init, function, spec.domain)
+    init = None if anchor is None else anchor_at(anchor)
+    fitted = fitted_on_domain(
+        function, domain, n_basis, timesteps, progress=progress, density=density, init=init, quick=quick
+    )
+    return fitted if init is None else better_of(fitted, init, function, domain, density)
 
 
 def fit_objective(neuron: MBENeuron, function: str, domain, density=None) -> float:

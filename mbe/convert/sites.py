@@ -244,7 +244,7 @@ class ConversionState:
     def _group_neuron(self, function: str, group: Optional[tuple[str, ...]], timesteps: int):
         key = (function, group, timesteps)
         if key not in self.fitted:
-            from ..tables import better_of, fitted_on_domain, refinement_anchor
+            from ..tables import refined_fit
 
             cfg = self.config
             domain = self.activation_domain(function, group)
@@ -252,12 +252,14 @@ class ConversionState:
                 self.fitted[key] = None
             else:
                 density = self.activation_density(function, group) if cfg.activation_domain == "density" else None
-                anchor = refinement_anchor(timesteps)
-                init = None if anchor is None else self._group_neuron(function, group, anchor)
-                fitted = fitted_on_domain(
-                    function, domain, cfg.basis(function, timesteps), timesteps, density=density, init=init
+                self.fitted[key] = refined_fit(
+                    function,
+                    domain,
+                    cfg.basis(function, timesteps),
+                    timesteps,
+                    lambda t: self._group_neuron(function, group, t),
+                    density=density,
                 )
-                self.fitted[key] = fitted if init is None else better_of(fitted, init, function, domain, density)
         return self.fitted[key]
 
     def tail_neurons(self, function: str, site: Optional[Site] = None) -> tuple:
@@ -297,14 +299,17 @@ class ConversionState:
         at T=32 against 1.6e-5 at T=16)."""
         key = (function, tuple(float(v) for v in interval), timesteps)
         if key not in self.tail_fits:
-            from ..tables import better_of, fitted_on_domain, refinement_anchor
+            from ..tables import refined_fit
 
-            density = _tail_density(interval, main_domain, float(main_domain[1] - main_domain[0]))
-            anchor = refinement_anchor(timesteps)
-            init = None if anchor is None else self._tail_neuron(function, interval, main_domain, anchor)
-            n_basis = self.config.basis(function, timesteps)
-            fitted = fitted_on_domain(function, interval, n_basis, timesteps, density=density, quick=True, init=init)
-            self.tail_fits[key] = fitted if init is None else better_of(fitted, init, function, interval, density)
+            self.tail_fits[key] = refined_fit(
+                function,
+                interval,
+                self.config.basis(function, timesteps),
+                timesteps,
+                lambda t: self._tail_neuron(function, interval, main_domain, t),
+                density=_tail_density(interval, main_domain, float(main_domain[1] - main_domain[0])),
+                quick=True,
+            )
         return self.tail_fits[key]
 
     def activation_density(self, function: str, group: Optional[tuple[str, ...]] = None) -> Optional[Tensor]:
