@@ -26,6 +26,7 @@ def _check(neuron, readout_fn=lookup.table_readout) -> lookup.LookupTable:
     assert table is not None, f"{neuron}: no table"
     x = _probe(table, neuron.domain)
     out, counts, crowded = readout_fn(x, *table.args())
+    crowded = crowded > 0
     ref_out, ref_counts = readout(x, *kernels)
     ok = ~crowded  # crowded bins are simulated by the caller
     assert torch.equal(out[ok], ref_out[ok]) and torch.equal(counts[ok], ref_counts[ok]), neuron
@@ -63,8 +64,23 @@ def test_every_shipped_table_and_identity_at_t4_to_32_reads_what_simulation_comp
 @pytest.mark.slow
 def test_compiled_table_readout_reads_what_simulation_computes(monkeypatch):
     monkeypatch.setenv("MBE_COMPILE", "1")
-    _check(mbe.get_neuron("gelu", n_basis=4, timesteps=16), torch.compile(lookup.table_readout, dynamic=True))
-    _check(binary_identity(8, 16, (-1.0, 1.0)), torch.compile(lookup.table_readout, dynamic=True))
+    compiled = torch.compile(lookup.table_readout, dynamic=True)
+    gelu = _check(mbe.get_neuron("gelu", n_basis=4, timesteps=16), compiled)
+    _check(binary_identity(8, 16, (-1.0, 1.0)), compiled)
+    relu = _check(mbe.get_neuron("relu", n_basis=4, timesteps=4), compiled)
+    assert {bool(gelu.log_map), bool(relu.log_map)} == {False, True}  # both bin maps
+
+
+def test_a_readout_of_nan_or_infinite_inputs_stays_inside_the_table():
+    """The gathers are unchecked (``aten._unsafe_index``), so every index must be in range whatever the input: NaN
+    goes to the first bin, infinities to the end bins, and their readout is a piece of the table, not a crash."""
+    for neuron in (mbe.get_neuron("gelu", n_basis=4, timesteps=8), mbe.get_neuron("relu", n_basis=4, timesteps=4)):
+        table = lookup.build_table(*neuron.prepared(torch.float32, torch.device("cpu")), neuron.domain)
+        x = torch.tensor([float("nan"), float("inf"), float("-inf"), 3.0e38, -3.0e38])
+        assert int(lookup.bin_index(x, *table.args()[:5]).min()) == 0
+        assert int(lookup.bin_index(x, *table.args()[:5]).max()) == table.first.numel() - 1
+        out, counts, _ = lookup.table_readout(x, *table.args())
+        assert set(out.tolist()) <= set(table.value.tolist()) and set(counts.tolist()) <= set(table.count.tolist())
 
 
 def test_with_tables_on_a_neuron_reads_its_table_with_the_same_numbers(monkeypatch):

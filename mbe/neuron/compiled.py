@@ -37,7 +37,6 @@ from .lookup import LookupTable, table_readout
 MIN_PADDED = 8
 
 _compiled = None
-_compiled_table = None
 _compiled_forms: dict = {}
 _failed: Optional[str] = None
 
@@ -74,13 +73,6 @@ def _fn():
     if _compiled is None:
         _compiled = _compile(readout_per_basis)
     return _compiled
-
-
-def _table_fn():
-    global _compiled_table
-    if _compiled_table is None:
-        _compiled_table = _compile(table_readout)
-    return _compiled_table
 
 
 def _form_fn(readout_fn):
@@ -163,19 +155,22 @@ def _run(compiled_fn, eager_fn, *args):
 
 def compiled_table_readout(x: Tensor, table: LookupTable, *kernels: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`mbe.neuron.lookup.table_readout` (compiled when compiling is on) on ``x`` (float32, inside the
-    table's domain); the inputs that fall in crowded bins are simulated (:func:`compiled_readout` with the
-    neuron's ``kernels``: ``d, r, vth, weight, bias, input_offset``). Same numbers as :func:`readout`."""
+    table's domain); where the table has crowded bins, the inputs that fall in them are simulated
+    (:func:`compiled_readout` with the neuron's ``kernels``: ``d, r, vth, weight, bias, input_offset``). Same
+    numbers as :func:`readout`."""
     numel = x.numel()
     if numel == 0:
         return torch.zeros_like(x) + kernels[4], torch.zeros_like(x)
     flat = _pad(x)
     if compile_enabled():
-        out, counts, crowded = _run(_table_fn, table_readout, flat, *table.args())
+        out, counts, crowded = _run(_form_fn(table_readout), table_readout, flat, *table.args())
     else:
         out, counts, crowded = table_readout(flat, *table.args())
-    out, counts, crowded, flat = out[:numel], counts[:numel], crowded[:numel], flat[:numel]
-    if bool(crowded.any()):
-        out[crowded], counts[crowded] = compiled_readout(flat[crowded], *kernels)
+    out, counts = out[:numel], counts[:numel]
+    if bool((table.first < 0).any()):  # most tables have no crowded bin: no pass over the mask
+        mask = crowded[:numel] > 0
+        if bool(mask.any()):
+            out[mask], counts[mask] = compiled_readout(flat[:numel][mask], *kernels)
     return out.view(x.shape), counts.view(x.shape)
 
 

@@ -67,7 +67,8 @@ def tables_enabled() -> bool:
 
 @dataclass
 class LookupTable:
-    """A neuron's exact readout table (float32). ``bp [P + PER_BIN]`` change points padded with ``+inf``;
+    """A neuron's exact readout table (float32). ``bp [P + PER_BIN]`` change points padded with NaN (no
+    input is at or above a NaN, an infinite one included);
     ``value [P + 1]``, ``count [P + 1]`` per piece; ``first [B]`` per bin; ``log_map, k0, lo, inv_h [ ]`` the
     bin map (:func:`bin_index`)."""
 
@@ -99,26 +100,41 @@ def bin_coordinate(x: Tensor, log_map: Tensor, k0: Tensor) -> Tensor:
     return torch.where(log_map, logarithmic, x)
 
 
-def bin_index(x: Tensor, log_map: Tensor, k0: Tensor, lo: Tensor, inv_h: Tensor, last_bin: Tensor) -> Tensor:
-    """``floor((g(x) - lo) * inv_h)`` clamped to ``[0, last_bin]`` (``g``: :func:`bin_coordinate`), as int64:
-    non-decreasing in ``x``."""
-    g = bin_coordinate(x, log_map, k0)
-    return torch.clamp(torch.floor((g - lo) * inv_h), min=0).minimum(last_bin).to(torch.int64)
+def bin_index(
+    x: Tensor, log_map: Tensor, k0: Tensor, lo: Tensor, inv_h: Tensor, last_bin: Tensor, dtype=torch.int64
+) -> Tensor:
+    """``floor((g(x) - lo) * inv_h)`` clamped to ``[0, last_bin]`` (``g``: :func:`bin_coordinate`), as ``dtype``:
+    non-decreasing in ``x``; a NaN goes to bin 0, so every index a readout derives from it stays inside the table."""
+    b = torch.floor((bin_coordinate(x, log_map, k0) - lo) * inv_h)
+    b = torch.where(b > 0, b, 0.0)  # below the first bin, and NaN
+    return torch.where(b < last_bin, b, last_bin).to(dtype)
+
+
+def _gather(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` without bounds checks (``aten._unsafe_index``): every index a readout forms is inside its
+    table by construction (:func:`bin_index` clamps, ``first`` holds at most ``P``, ``bp`` is padded with
+    :data:`PER_BIN` NaNs, which no input reaches, so a piece is at most ``P``)."""
+    return torch.ops.aten._unsafe_index(table, [index])
 
 
 def table_readout(
     x: Tensor, log_map, k0, table_lo, inv_h, last_bin, first, bp, value, count
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Output and spike count of every element of ``x`` (inside the table's domain) from its table, and a mask
-    of the elements in bins marked for simulation (their output and count are not valid)."""
-    i = bin_index(x, log_map, k0, table_lo, inv_h, last_bin)
-    start = first[i]
-    overflow = start < 0
+    of the elements in bins marked for simulation (1.0 there, else 0.0; their output and count are not valid).
+
+    Written for Inductor's C++ loop: unchecked int32 gathers (:func:`_gather`) and a float32 mask. The checked
+    ``table[index]`` (a bounds check and a negative-index wrap per gather, in int64) and a bool mask (a store the
+    loop does not vectorise) each made it about twice as slow: GELU N=4, T=8, 4.8M elements, 2 cores, compiled,
+    52-69 ms before, 20-22 ms after."""
+    i = bin_index(x, log_map, k0, table_lo, inv_h, last_bin, torch.int32)
+    start = _gather(first, i)
+    crowded = (start < 0).to(x.dtype)
     start = start.clamp(min=0)
     piece = start
     for k in range(PER_BIN):
-        piece = piece + (x >= bp[start + k]).to(start.dtype)
-    return value[piece], count[piece], overflow
+        piece = piece + (x >= _gather(bp, start + k)).to(start.dtype)
+    return _gather(value, piece), _gather(count, piece), crowded
 
 
 def _ordered(x: Tensor) -> Tensor:
@@ -191,7 +207,7 @@ def build_table(d, r, vth, weight, bias, offset, domain) -> Optional[LookupTable
     crowded = per_bin > PER_BIN
     first = torch.cat([torch.zeros(1, dtype=torch.int64), per_bin.cumsum(0)[:-1]])
     first[crowded] = -1
-    padded = torch.cat([bp, torch.full((PER_BIN,), float("inf"), dtype=torch.float32)])
+    padded = torch.cat([bp, torch.full((PER_BIN,), float("nan"), dtype=torch.float32)])
     return LookupTable(log_map, k0, g_lo, inv_h, last, first.to(torch.int32), padded, value, count)
 
 
