@@ -28,11 +28,13 @@ and their inputs are simulated instead; :func:`build_table` gives up (``None``) 
 
 The result is the simulation's, bit for bit (``tests/test_lookup.py`` checks every change point, its float
 neighbours and dense random inputs). Cost: about seven gathers per element whatever ``N`` and ``T``, where
-the simulation costs ``~4 N T`` operations. On a 2-core x86 CPU the gathers lose: a table of a few hundred
-thousand change points (the default neurons at T=16) misses the caches on every gather, and the compiled
-simulation is as fast or faster (``python -m mbe bench``, neuron suite, ``table`` rows). So tables are off
-by default; ``MBE_TABLES=1`` turns them on for neurons with ``N T`` above :data:`MIN_STEPS` (built on first
-use, ~0.1-1 s each). Spike trains (event mode) always come from the simulation.
+the simulation costs ``~4 N T`` operations. Compiled with unchecked int32 gathers and a float32 mask
+(:func:`table_readout`), it is faster than the compiled simulation on a 2-core x86 CPU: GELU N=4 on 4.8M elements
+25 against 30 ms at T=8 and 52 against 64 ms at T=16; vit-mnist at T=8 192-197 against 228-271 ms a forward,
+gpt2-pydocs at T=8 308-314 against 351-380 ms, logits identical; vit-mnist at T=16 no gain (its neurons' tables
+hold hundreds of thousands of change points and miss the caches). Tables stay off by default (their build, ~0.1-1 s
+per neuron on first use, was not measured for the models' larger neurons); ``MBE_TABLES=1`` turns them on for
+neurons with ``N T`` above :data:`MIN_STEPS`. Spike trains (event mode) always come from the simulation.
 """
 
 from __future__ import annotations
