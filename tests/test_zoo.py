@@ -33,7 +33,9 @@ def test_missing_weights_say_how_to_train(tmp_path):
 
 
 @pytest.mark.slow
-def test_vit_converts_and_agrees_with_its_ann():
+def test_vit_converts_and_agrees_with_its_ann(monkeypatch):
+    """A whole zoo model on the compiled path, as users run it (the other tests run the neurons eagerly)."""
+    monkeypatch.setenv("MBE_COMPILE", "1")
     ann = vision.load()
     snn = mbe.convert(ann, vision.batches("train", batch_size=32, limit=64, labels=False), progress=False)
     with warnings.catch_warnings():
