@@ -33,10 +33,10 @@ def smoke_run(tmp_path_factory):
         text=True,
         timeout=1800,
         # a wiring test, run as the fast tier runs: the density-weighted neurons the default config fits per model
-        # and T use the short schedule (one restart; cached apart from full fits), and the neurons their eager path
-        # (each notebook's kernel would otherwise trace and compile every neuron shape anew: 7-9 minutes for
-        # notebooks 00 and 02 alone on a 2-core machine; the compiled path is proven bit-identical elsewhere)
-        env={**os.environ, "MBE_QUICK_FITS": "1", "MBE_COMPILE": "0"},
+        # and T use the short schedule (one restart; cached apart from full fits); the neurons run their eager path
+        # through the MBE_COMPILE=0 that tests/conftest.py sets (each notebook's kernel would otherwise trace and
+        # compile every neuron shape anew: 7-9 minutes for notebooks 00 and 02 alone on a 2-core machine)
+        env={**os.environ, "MBE_QUICK_FITS": "1"},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
